@@ -1,0 +1,121 @@
+"""``analyze``: model file + dataset -> report folder. The CLI and the workers call this."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from layerlens import __version__
+from layerlens.capture import Activations, ProgressCallback, capture_activations
+from layerlens.data import Dataset, resolve_dataset
+from layerlens.errors import InputError
+from layerlens.models import ProbedModel, load_model, select_layers
+from layerlens.reduction import DEFAULT_MAX_FEATURES, DEFAULT_MEMORY_BUDGET
+from layerlens.report import Report, write_html
+from layerlens.report.plots import activation_summary_png
+from layerlens.report.schema import (
+    ActivationLayer,
+    ActivationsSection,
+    DatasetSection,
+    LayerEntry,
+    ModelSection,
+    ReductionEntry,
+)
+from layerlens.spec import AnalysisSpec
+
+#: Analyses with an implementation, by kind. The spec accepts every kind of
+#: the contract; a kind missing here is refused before any work starts.
+RUNNERS: dict[str, object] = {}
+
+ACTIVATIONS_IMAGE = "activations.png"
+
+
+@dataclass(frozen=True)
+class AnalyzeOptions:
+    """Everything ``layerlens analyze`` takes besides the model and the dataset."""
+
+    analyses: Sequence[AnalysisSpec] = ()
+    layers: Sequence[str] | None = None
+    input_shape: Sequence[int] | None = None
+    max_samples: int | None = None
+    device: str = "auto"
+    mean: Sequence[float] | None = None
+    std: Sequence[float] | None = None
+    batch_size: int = 256
+    memory_budget: int = DEFAULT_MEMORY_BUDGET
+    max_features: int = DEFAULT_MAX_FEATURES
+    seed: int = 0
+
+
+def _model_section(model: ProbedModel) -> ModelSection:
+    return ModelSection(
+        sha256=model.sha256, format=model.format,  # type: ignore[arg-type]
+        input_shape=list(model.input_spec.shape), differentiable=model.differentiable,
+        gradient_note=model.gradient_error,
+        layers=[LayerEntry(name=l.name, op=l.op, shape=list(l.shape)) for l in model.layers],
+    )
+
+
+def _activations_section(activations: Activations) -> ActivationsSection:
+    layers = []
+    for captured in activations.layers.values():
+        reduction = captured.reduction
+        layers.append(ActivationLayer(
+            layer=captured.info.name, shape=list(captured.info.shape),
+            stored_features=int(captured.values.shape[1]),
+            reduction=None if reduction is None else ReductionEntry(
+                method=reduction.method, from_shape=list(reduction.from_shape),
+                to=reduction.to, seed=reduction.seed),
+            **captured.stats.summary(),
+        ))
+    return ActivationsSection(n_samples=activations.n_samples,
+                              batch_size=activations.batch_size,
+                              image=ACTIVATIONS_IMAGE, layers=layers)
+
+
+def analyze(model_path: str | Path, dataset: str | Dataset, out_dir: str | Path,
+            options: AnalyzeOptions = AnalyzeOptions(), *,
+            progress: ProgressCallback | None = None) -> Report:
+    """Capture every selected layer over the dataset and write the report folder.
+
+    Writes ``report.json``, ``report.html`` and the PNG artifacts into
+    ``out_dir`` (created if needed) and returns the report.
+    """
+    missing = [entry.kind for entry in options.analyses if entry.kind not in RUNNERS]
+    if missing:
+        raise InputError(f"analysis '{missing[0]}' is not implemented in layerlens "
+                         f"{__version__} yet")
+    data = resolve_dataset(dataset) if isinstance(dataset, str) else dataset
+    model = load_model(model_path, input_shape=options.input_shape,
+                       sample_shapes=data.sample_shapes, device=options.device,
+                       mean=options.mean, std=options.std)
+    chosen = select_layers(model.layers, options.layers)
+    subset = data.subsample(options.max_samples, seed=options.seed)
+    activations = capture_activations(
+        model, subset, layers=chosen, batch_size=options.batch_size,
+        memory_budget=options.memory_budget, max_features=options.max_features,
+        seed=options.seed, progress=progress)
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    section = _activations_section(activations)
+    activation_summary_png(section.layers, out / ACTIVATIONS_IMAGE)
+    report = Report(
+        layerlens_version=__version__,
+        model=_model_section(model),
+        dataset=DatasetSection(ref=data.ref, n_samples=subset.n_samples,
+                               n_classes=data.n_classes, n_total=data.n_samples),
+        activations=section,
+    )
+    _atomic_write(out / "report.json", report.model_dump_json(indent=2))
+    write_html(report, out / "report.html")
+    return report
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    """Write via a temporary file so a crash never leaves half a report."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)

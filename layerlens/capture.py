@@ -1,0 +1,135 @@
+"""Capture every selected layer's activations over a dataset, batch by batch."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from layerlens.data import Dataset
+from layerlens.errors import ShapeMismatchError
+from layerlens.models.base import LayerInfo, ProbedModel
+from layerlens.reduction import DEFAULT_MAX_FEATURES, DEFAULT_MEMORY_BUDGET, Reduction, plan_reductions
+
+#: ``(step, total, metrics) -> stop?`` — called after each batch; True stops early.
+ProgressCallback = Callable[[int, int, dict[str, float]], bool | None]
+
+
+@dataclass
+class UnitStats:
+    """Streaming per-unit statistics of one layer, over unreduced activations.
+
+    Attributes
+    ----------
+    count : samples seen.
+    total, total_sq : sums of values and squares over samples and units.
+    unit_min, unit_max : ndarray (n_features,), per-unit extremes.
+    """
+
+    count: int = 0
+    total: float = 0.0
+    total_sq: float = 0.0
+    unit_min: np.ndarray | None = None
+    unit_max: np.ndarray | None = None
+
+    def update(self, flat: np.ndarray) -> None:
+        values = flat.astype(np.float64)
+        self.count += len(flat)
+        self.total += float(values.sum())
+        self.total_sq += float(np.square(values).sum())
+        low, high = flat.min(axis=0), flat.max(axis=0)
+        self.unit_min = low if self.unit_min is None else np.minimum(self.unit_min, low)
+        self.unit_max = high if self.unit_max is None else np.maximum(self.unit_max, high)
+
+    def summary(self) -> dict[str, float]:
+        """``mean``, ``std`` over all values; ``dead_fraction``: units constant on every sample."""
+        assert self.unit_min is not None and self.unit_max is not None
+        n_values = self.count * self.unit_min.size
+        mean = self.total / n_values
+        variance = max(self.total_sq / n_values - mean**2, 0.0)
+        dead = np.mean(self.unit_max - self.unit_min <= 1e-7 * (1.0 + np.abs(self.unit_max)))
+        return {"mean": mean, "std": float(np.sqrt(variance)), "dead_fraction": float(dead)}
+
+
+@dataclass
+class LayerActivations:
+    """One layer's captured activations.
+
+    ``values`` has shape (n_samples, n_stored_features), float32: the layer
+    flattened, or reduced as ``reduction`` says.
+    """
+
+    info: LayerInfo
+    values: np.ndarray
+    stats: UnitStats
+    reduction: Reduction | None = None
+
+
+@dataclass
+class Activations:
+    """All captured layers (forward order) with the dataset labels."""
+
+    layers: dict[str, LayerActivations]
+    y: np.ndarray
+    n_samples: int
+    complete: bool = True
+    batch_size: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def _check_fit(model: ProbedModel, dataset: Dataset) -> None:
+    need = int(np.prod(model.input_spec.shape))
+    have = int(np.prod(dataset.x.shape[1:]))
+    if need != have:
+        raise ShapeMismatchError(
+            f"the model takes samples of shape {model.input_spec.shape} ({need} values) but "
+            f"{dataset.ref} has samples of shape {dataset.x.shape[1:]} ({have} values)")
+
+
+def capture_activations(
+    model: ProbedModel,
+    dataset: Dataset,
+    *,
+    layers: Sequence[LayerInfo] | None = None,
+    batch_size: int = 256,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    max_features: int = DEFAULT_MAX_FEATURES,
+    seed: int = 0,
+    progress: ProgressCallback | None = None,
+) -> Activations:
+    """Run the dataset through ``model`` once, keeping every selected layer.
+
+    Each batch is ONE forward pass returning all selected layers; layers the
+    memory plan names are reduced as they arrive, and per-unit statistics
+    are accumulated on the unreduced values. If ``progress`` returns True the
+    capture stops and the samples seen so far are returned with
+    ``complete=False``.
+    """
+    _check_fit(model, dataset)
+    chosen = list(model.layers if layers is None else layers)
+    plan = plan_reductions(chosen, dataset.n_samples, memory_budget=memory_budget,
+                           max_features=max_features, seed=seed)
+    reducers = {name: reduction.make() for name, reduction in plan.items()}
+    names = [layer.name for layer in chosen]
+    stored: dict[str, list[np.ndarray]] = {name: [] for name in names}
+    stats = {name: UnitStats() for name in names}
+    total = -(-dataset.n_samples // batch_size)
+    seen, complete = 0, True
+    for step, (x, _) in enumerate(dataset.batches(batch_size), start=1):
+        outputs = model.capture(model.input_spec.preprocess(x), names)
+        for name in names:
+            flat = outputs[name].reshape(len(x), -1).astype(np.float32, copy=False)
+            stats[name].update(flat)
+            reducer = reducers.get(name)
+            stored[name].append(flat if reducer is None else reducer(outputs[name]))
+        seen += len(x)
+        if progress is not None and progress(step, total, {"samples": float(seen)}):
+            complete = seen == dataset.n_samples
+            break
+    captured = {
+        layer.name: LayerActivations(layer, np.concatenate(stored[layer.name]),
+                                     stats[layer.name], plan.get(layer.name))
+        for layer in chosen
+    }
+    return Activations(captured, dataset.y[:seen], seen, complete, batch_size)

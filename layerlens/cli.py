@@ -1,0 +1,156 @@
+"""The ``layerlens`` command line.
+
+Exit status: 0 success, 2 bad input (one line on stderr, no traceback),
+1 an internal error (one line; ``LAYERLENS_DEBUG=1`` shows the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from layerlens.errors import InputError
+
+EXIT_OK, EXIT_INTERNAL, EXIT_INPUT = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors in one line, exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_INPUT, f"layerlens: error: {message} (see '{self.prog} --help')\n")
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers like 1,8,8, got '{text}'") from None
+    if any(v <= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"dimensions must be positive, got '{text}'")
+    return values
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers like 0.5,0.5,0.5, got '{text}'") from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?i?B?)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+
+
+def _size(text: str) -> int:
+    match = _SIZE.match(text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"expected a size like 512MB or 2GB, got '{text}'")
+    unit = (match.group(2) or "").upper().rstrip("B").rstrip("I")
+    return int(float(match.group(1)) * _UNITS[unit])
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="layerlens", description="Look inside trained neural networks.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    analyze = commands.add_parser(
+        "analyze", help="analyse a model on a dataset in-process and write a report folder")
+    analyze.add_argument("model", type=Path, help="ONNX model or TorchScript archive")
+    analyze.add_argument("--dataset", required=True,
+                         help="builtin:digits|iris|wine|breast_cancer|ib12, or a .npz/.csv path")
+    which = analyze.add_mutually_exclusive_group()
+    which.add_argument("--analyses", help="comma-separated analysis kinds, default parameters")
+    which.add_argument("--spec", type=Path, help='JSON file {"analyses": [...]}')
+    analyze.add_argument("--layers", help="comma-separated layer names or glob patterns")
+    analyze.add_argument("--input-shape", type=_ints, help="shape of one sample, e.g. 1,8,8")
+    analyze.add_argument("--max-samples", type=_positive_int,
+                         help="analyse at most N samples (stratified, seeded)")
+    analyze.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    analyze.add_argument("--mean", type=_floats, help="per-channel mean subtracted from inputs")
+    analyze.add_argument("--std", type=_floats, help="per-channel std dividing inputs")
+    analyze.add_argument("--batch-size", type=_positive_int, default=256)
+    analyze.add_argument("--memory-budget", type=_size, default="2GB",
+                         help="bound on stored activations; larger layers are reduced (2GB)")
+    analyze.add_argument("--max-features", type=_positive_int, default=4096,
+                         help="features kept by a random projection (4096)")
+    analyze.add_argument("--seed", type=int, default=0)
+    analyze.add_argument("--out", type=Path, required=True, help="report folder")
+
+    demo = commands.add_parser(
+        "demo", help="train a small digits CNN, export it to ONNX and TorchScript, analyse both")
+    demo.add_argument("--out", type=Path, default=Path("demo-output"))
+    demo.add_argument("--seconds", type=float, default=5.0, help="training time budget")
+    return parser
+
+
+def _run_analyze(args: argparse.Namespace) -> int:
+    from layerlens.analyze import AnalyzeOptions, analyze
+    from layerlens.spec import load_spec_file, spec_from_names
+
+    if args.spec is not None:
+        spec = load_spec_file(args.spec)
+    elif args.analyses is not None:
+        spec = spec_from_names(args.analyses)
+    else:
+        spec = []
+    layers = [p.strip() for p in args.layers.split(",") if p.strip()] if args.layers else None
+    options = AnalyzeOptions(
+        analyses=spec, layers=layers, input_shape=args.input_shape,
+        max_samples=args.max_samples, device=args.device, mean=args.mean, std=args.std,
+        batch_size=args.batch_size, memory_budget=args.memory_budget,
+        max_features=args.max_features, seed=args.seed)
+    started = time.perf_counter()
+    report = analyze(args.model, args.dataset, args.out, options)
+    elapsed = time.perf_counter() - started
+    print(f"analysed {len(report.activations.layers)} layers of {args.model.name} on "
+          f"{report.dataset.ref} ({report.dataset.n_samples} samples) in {elapsed:.1f} s")
+    print(f"report: {(args.out / 'report.html').resolve()}")
+    return EXIT_OK
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from layerlens.demo import run_demo
+
+    run_demo(args.out, seconds=args.seconds)
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit status."""
+    args = _build_parser().parse_args(argv)
+    handlers = {"analyze": _run_analyze, "demo": _run_demo}
+    try:
+        return handlers[args.command](args)
+    except InputError as exc:
+        print(f"layerlens: error: {exc}", file=sys.stderr)
+        return EXIT_INPUT
+    except KeyboardInterrupt:
+        print("layerlens: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if os.environ.get("LAYERLENS_DEBUG"):
+            raise
+        print(f"layerlens: internal error: {type(exc).__name__}: {exc} "
+              "(set LAYERLENS_DEBUG=1 for the traceback)", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""The in-memory dataset every analysis reads: samples, integer labels, splits."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+from layerlens.errors import DatasetError, InputError
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Samples with class labels.
+
+    Attributes
+    ----------
+    ref : the reference it was resolved from (``builtin:digits``, a path...).
+    x : ndarray, shape (n, *sample_shape), float32, in the data's natural units.
+    y : ndarray, shape (n,), int64 class indices ``0..n_classes-1``.
+    class_names : the original label of each class index.
+    image_shape : natural (C, H, W) layout when the samples are flattened
+        images (``(1, 8, 8)`` for digits), else None.
+    """
+
+    ref: str
+    x: np.ndarray
+    y: np.ndarray
+    class_names: tuple[str, ...]
+    image_shape: tuple[int, ...] | None = None
+
+    @classmethod
+    def from_arrays(cls, ref: str, x: np.ndarray, labels: np.ndarray,
+                    image_shape: tuple[int, ...] | None = None) -> Dataset:
+        """Validate arrays and encode labels as ``0..k-1`` (sorted original values)."""
+        x = np.asarray(x)
+        labels = np.asarray(labels).reshape(-1) if np.asarray(labels).ndim else np.asarray(labels)
+        if x.ndim < 2 or len(x) == 0:
+            raise DatasetError(f"{ref}: x must have shape (n_samples, ...) with n_samples > 0, "
+                               f"got {x.shape}")
+        if x.dtype.kind not in "fiub":
+            raise DatasetError(f"{ref}: x must be numeric, got dtype {x.dtype}")
+        if labels.ndim != 1 or len(labels) != len(x):
+            raise DatasetError(f"{ref}: y must have one label per sample ({len(x)}), "
+                               f"got shape {labels.shape}")
+        if labels.dtype.kind not in "iubUS":
+            raise DatasetError(f"{ref}: y must hold integer or string class labels, "
+                               f"got dtype {labels.dtype}")
+        x = x.astype(np.float32, copy=False)
+        if not np.isfinite(x).all():
+            raise DatasetError(f"{ref}: x contains NaN or infinite values")
+        classes, y = np.unique(labels, return_inverse=True)
+        return cls(ref, x, y.astype(np.int64), tuple(str(c) for c in classes), image_shape)
+
+    @property
+    def n_samples(self) -> int:
+        return len(self.x)
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def sample_shapes(self) -> list[tuple[int, ...]]:
+        """Candidate per-sample shapes for a model: stored layout, then image layout."""
+        shapes = [tuple(self.x.shape[1:])]
+        if self.image_shape is not None and self.image_shape not in shapes:
+            shapes.append(self.image_shape)
+        return shapes
+
+    def split(self, *, test_fraction: float = 0.2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Deterministic train/test indices, stratified by class where possible."""
+        if not 0.0 < test_fraction < 1.0:
+            raise InputError(f"test_fraction must be in (0, 1), got {test_fraction}")
+        indices = np.arange(self.n_samples)
+        counts = np.bincount(self.y)
+        n_test = int(np.ceil(test_fraction * self.n_samples))
+        stratify = self.y if counts.min() >= 2 and n_test >= self.n_classes else None
+        train, test = train_test_split(indices, test_size=test_fraction, random_state=seed,
+                                       stratify=stratify)
+        return np.sort(train), np.sort(test)
+
+    def subsample(self, max_samples: int | None, *, seed: int = 0) -> Dataset:
+        """At most ``max_samples`` samples, drawn stratified and seeded, in original order."""
+        if max_samples is None or max_samples >= self.n_samples:
+            return self
+        if max_samples < 1:
+            raise InputError(f"max_samples must be at least 1, got {max_samples}")
+        if max_samples >= self.n_classes and np.bincount(self.y).min() >= 2:
+            keep, _ = train_test_split(np.arange(self.n_samples), train_size=max_samples,
+                                       random_state=seed, stratify=self.y)
+        else:
+            keep = np.random.default_rng(seed).choice(self.n_samples, max_samples, replace=False)
+        keep = np.sort(keep)
+        return Dataset(self.ref, self.x[keep], self.y[keep], self.class_names, self.image_shape)
+
+    def batches(self, batch_size: int,
+                indices: Sequence[int] | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """``(x, y)`` batches of at most ``batch_size`` samples, in order."""
+        if batch_size < 1:
+            raise InputError(f"batch_size must be at least 1, got {batch_size}")
+        order = np.arange(self.n_samples) if indices is None else np.asarray(indices)
+        for start in range(0, len(order), batch_size):
+            chunk = order[start:start + batch_size]
+            yield self.x[chunk], self.y[chunk]

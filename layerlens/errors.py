@@ -1,0 +1,46 @@
+"""Exceptions the engine raises on purpose.
+
+Every error a user can cause derives from :class:`InputError`; the command
+line turns it into one line on stderr and exit status 2, the service into an
+HTTP 4xx problem. Anything else escaping the engine is a bug.
+"""
+
+
+class LayerlensError(Exception):
+    """Base class of all deliberate layerlens errors."""
+
+
+class InputError(LayerlensError, ValueError):
+    """The user's input (model, dataset, parameter) cannot be used.
+
+    The message is one line, names the offending input, and says what would
+    be accepted instead.
+    """
+
+
+class ModelFormatError(InputError):
+    """The model file is not a readable ONNX model or TorchScript archive."""
+
+
+class DatasetError(InputError):
+    """A dataset reference cannot be resolved or its file is malformed."""
+
+
+class LayerSelectionError(InputError):
+    """A requested layer name or pattern matches no layer of the model."""
+
+
+class ShapeMismatchError(InputError):
+    """The model's input shape does not fit the dataset's samples."""
+
+
+class GradientUnavailableError(LayerlensError):
+    """The model cannot be differentiated (e.g. an ONNX operator the torch path lacks).
+
+    Gradient-free analyses still run; gradient-based ones report the layer
+    as skipped with this message as the reason.
+    """
+
+
+class ModelMismatchError(LayerlensError):
+    """Two execution paths of one model disagree on a captured layer."""

@@ -1,0 +1,130 @@
+"""``load_model``: one entry point from a file on disk to a probed model."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from layerlens.errors import InputError, ModelFormatError, ShapeMismatchError
+from layerlens.models.base import InputSpec, ProbedModel
+from layerlens.models.onnx_model import OnnxModel, onnx_input
+from layerlens.models.sniff import parse_onnx, sniff_format
+from layerlens.models.torchscript_model import TorchScriptModel, load_torchscript_module
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when a CUDA device is present, else ``cpu``."""
+    if device not in DEVICES:
+        raise InputError(f"device must be one of {', '.join(DEVICES)}, got '{device}'")
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InputError("device 'cuda' was requested but no CUDA device is available")
+    return device
+
+
+def _channel_values(name: str, values: Sequence[float] | None,
+                    shape: tuple[int, ...]) -> tuple[float, ...] | None:
+    if values is None:
+        return None
+    channels = shape[0] if shape else 1
+    if len(values) not in (1, channels):
+        raise InputError(
+            f"--{name} has {len(values)} values; the input has {channels} channels "
+            f"(shape {shape}): give 1 or {channels}"
+        )
+    if name == "std" and any(v <= 0 for v in values):
+        raise InputError("--std values must be positive")
+    return tuple(float(v) for v in values)
+
+
+def _spec(shape: tuple[int, ...], dtype: str, mean: Sequence[float] | None,
+          std: Sequence[float] | None) -> InputSpec:
+    return InputSpec(shape, dtype, _channel_values("mean", mean, shape),
+                     _channel_values("std", std, shape))
+
+
+def _onnx_shape(declared: tuple[int | None, ...], input_shape: tuple[int, ...] | None,
+                sample_shapes: Sequence[tuple[int, ...]]) -> tuple[int, ...]:
+    """The ONNX graph's shape where static, else the user's, else a fitting dataset shape."""
+    def fits(shape: tuple[int, ...]) -> bool:
+        return len(shape) == len(declared) and all(
+            d is None or d == s for d, s in zip(declared, shape, strict=True))
+
+    shown = tuple("?" if d is None else d for d in declared)
+    if input_shape is not None:
+        if not fits(input_shape):
+            raise ShapeMismatchError(
+                f"--input-shape {input_shape} contradicts the ONNX input shape {shown}")
+        return input_shape
+    if all(d is not None for d in declared):
+        return tuple(int(d) for d in declared if d is not None)
+    for shape in sample_shapes:
+        if fits(shape):
+            return shape
+    raise ShapeMismatchError(
+        f"the ONNX input shape {shown} has symbolic dimensions and no dataset sample shape "
+        "fits it; pass --input-shape")
+
+
+def load_model(
+    path: str | Path,
+    *,
+    input_shape: Sequence[int] | None = None,
+    sample_shapes: Sequence[Sequence[int]] = (),
+    device: str = "auto",
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+) -> ProbedModel:
+    """Load an ONNX model or TorchScript archive as a :class:`ProbedModel`.
+
+    Parameters
+    ----------
+    path : path to the model file; its format is recognised from its bytes.
+    input_shape : shape of one sample (no batch axis), e.g. ``(1, 8, 8)``.
+        Needed only when the file does not fix it.
+    sample_shapes : candidate shapes from the dataset, tried in order when
+        neither the file nor ``input_shape`` fixes the input.
+    device : ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
+    mean, std : optional per-channel normalisation ``(x - mean) / std``.
+    """
+    path = Path(path)
+    label = f"model file '{path.name}'"
+    if not path.is_file():
+        raise ModelFormatError(f"{label} does not exist")
+    data = path.read_bytes()
+    sha256 = hashlib.sha256(data).hexdigest()
+    device = resolve_device(device)
+    explicit = tuple(int(d) for d in input_shape) if input_shape is not None else None
+    if explicit is not None and (not explicit or any(d <= 0 for d in explicit)):
+        raise InputError(f"--input-shape must be positive integers, got {explicit}")
+    candidates = [tuple(int(d) for d in s) for s in sample_shapes]
+
+    if sniff_format(data, label) == "onnx":
+        proto = parse_onnx(data, label)
+        _, dtype, declared = onnx_input(proto)
+        shape = _onnx_shape(declared, explicit, candidates)
+        return OnnxModel(proto, sha256=sha256, input_spec=_spec(shape, dtype, mean, std),
+                         device=device)
+
+    module = load_torchscript_module(data, device)
+    tried = [explicit] if explicit is not None else list(dict.fromkeys(candidates))
+    if not tried:
+        raise ShapeMismatchError(
+            "a TorchScript file does not record its input shape; pass --input-shape")
+    first_error: ShapeMismatchError | None = None
+    for shape in tried:
+        try:
+            return TorchScriptModel(module, sha256=sha256, device=device,
+                                    input_spec=_spec(shape, "float32", mean, std))
+        except ShapeMismatchError as exc:
+            first_error = first_error or exc
+    assert first_error is not None
+    if len(tried) > 1:
+        raise ShapeMismatchError(f"{first_error} (tried sample shapes {tried})") from first_error
+    raise first_error

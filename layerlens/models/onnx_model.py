@@ -1,0 +1,190 @@
+"""ONNX adapter: onnxruntime for fast capture, a torch interpreter for gradients.
+
+Layers are node outputs that are float tensors and depend on the model input
+(constants and shape arithmetic are not layers), named by node name. Capture
+adds the wanted values as extra graph outputs of an onnxruntime session, so
+all of them come out of ONE forward pass. At load, both paths run on a small
+batch and must agree on every layer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+
+from layerlens.errors import (
+    GradientUnavailableError,
+    ModelFormatError,
+    ModelMismatchError,
+    ShapeMismatchError,
+)
+from layerlens.models.base import InputSpec, LayerInfo, ProbedModel
+from layerlens.models.onnx_torch import OnnxTorchGraph
+
+_FLOAT_TYPES = {
+    onnx.TensorProto.FLOAT: "float32",
+    onnx.TensorProto.FLOAT16: "float16",
+    onnx.TensorProto.DOUBLE: "float64",
+}
+#: Largest relative disagreement (max |ort - torch| / max |ort|) tolerated at load.
+AGREEMENT_RTOL = 1e-3
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    name: str
+    op: str
+    value: str
+
+
+def onnx_input(model: onnx.ModelProto) -> tuple[str, str, tuple[int | None, ...]]:
+    """(name, dtype, per-sample shape with None for symbolic dims) of the single input."""
+    initializers = {init.name for init in model.graph.initializer}
+    inputs = [value for value in model.graph.input if value.name not in initializers]
+    if len(inputs) != 1:
+        raise ModelFormatError(
+            f"ONNX model has {len(inputs)} inputs ({', '.join(v.name for v in inputs)}); "
+            "layerlens feeds exactly one tensor"
+        )
+    value = inputs[0]
+    elem_type = value.type.tensor_type.elem_type
+    if elem_type not in _FLOAT_TYPES:
+        type_name = onnx.TensorProto.DataType.Name(elem_type)
+        raise ModelFormatError(
+            f"ONNX input '{value.name}' has type {type_name}; layerlens feeds float data"
+        )
+    dims = value.type.tensor_type.shape.dim
+    shape = tuple(d.dim_value if d.HasField("dim_value") else None for d in dims[1:])
+    return value.name, _FLOAT_TYPES[elem_type], shape
+
+
+def _layer_candidates(model: onnx.ModelProto, input_name: str) -> list[_Candidate]:
+    """Node outputs that depend on the input, in graph (topological) order."""
+    dependent = {input_name}
+    candidates: list[_Candidate] = []
+    used_names: set[str] = set()
+    for index, node in enumerate(model.graph.node):
+        if not any(name in dependent for name in node.input):
+            continue
+        outputs = [name for name in node.output if name]
+        dependent.update(outputs)
+        base = node.name or f"{node.op_type}_{index}"
+        for k, value in enumerate(outputs):
+            name = base if len(outputs) == 1 else f"{base}:{k}"
+            while name in used_names:
+                name += "_"
+            used_names.add(name)
+            candidates.append(_Candidate(name, node.op_type, value))
+    return candidates
+
+
+def _with_outputs(model: onnx.ModelProto, values: Sequence[str]) -> onnx.ModelProto:
+    """A copy of ``model`` whose graph outputs are exactly ``values``."""
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    del copy.graph.output[:]
+    copy.graph.output.extend(onnx.helper.make_empty_tensor_value_info(v) for v in values)
+    return copy
+
+
+def _providers(device: str) -> list[str]:
+    if device == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+class OnnxModel(ProbedModel):
+    """An ONNX model: onnxruntime captures, :class:`OnnxTorchGraph` differentiates."""
+
+    def __init__(self, model: onnx.ModelProto, *, sha256: str, input_spec: InputSpec,
+                 device: str) -> None:
+        self._model = model
+        self._input_name = onnx_input(model)[0]
+        self._providers = _providers(device)
+        self._sessions: dict[tuple[str, ...], ort.InferenceSession] = {}
+        candidates = _layer_candidates(model, self._input_name)
+        probe = np.random.default_rng(0).standard_normal((2, *input_spec.shape))
+        probe = probe.astype(input_spec.dtype)
+        self._values = {c.name: c.value for c in candidates}
+        probed = self._probe(probe, candidates, input_spec)
+        layers = [
+            LayerInfo(c.name, c.op, probed[c.name].shape[1:]) for c in candidates
+            if c.name in probed
+        ]
+        self._values = {layer.name: self._values[layer.name] for layer in layers}
+        super().__init__(format="onnx", sha256=sha256, input_spec=input_spec, layers=layers,
+                         device=device)
+        self._torch_graph: OnnxTorchGraph | None = None
+        try:
+            self._torch_graph = OnnxTorchGraph(model).to(device)
+        except GradientUnavailableError as exc:
+            self.gradient_error = str(exc)
+        if self._torch_graph is not None:
+            self._check_agreement(probe, {name: probed[name] for name in self.layer_names})
+
+    def _probe(self, x: np.ndarray, candidates: Sequence[_Candidate],
+               spec: InputSpec) -> dict[str, np.ndarray]:
+        """Run onnxruntime once on ``x``; keep float outputs with a batch axis."""
+        try:
+            outputs = self.capture(x, [c.name for c in candidates])
+        except Exception as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ShapeMismatchError(
+                f"the ONNX model does not run on input of shape {spec.shape}: {reason}"
+            ) from exc
+        return {
+            name: out for name, out in outputs.items()
+            if out.dtype.kind == "f" and out.ndim >= 1 and out.shape[0] == len(x)
+        }
+
+    def _check_agreement(self, x: np.ndarray, expected: dict[str, np.ndarray]) -> None:
+        """Both execution paths must give the same activations (relative max error)."""
+        assert self._torch_graph is not None
+        try:
+            with torch.no_grad():
+                got = self._capture_torch(torch.from_numpy(x).to(self.device), list(expected))
+        except Exception as exc:  # an operator variant the interpreter lacks
+            self.gradient_error = f"the torch path of this ONNX model failed: {exc}"
+            self._torch_graph = None
+            return
+        for name, reference in expected.items():
+            value = got[name].float().cpu().numpy()
+            scale = max(float(np.abs(reference).max()), 1e-6)
+            error = float(np.abs(value - reference).max()) / scale
+            if value.shape != reference.shape or not error <= AGREEMENT_RTOL:
+                raise ModelMismatchError(
+                    f"onnxruntime and the torch path disagree on layer '{name}' "
+                    f"(relative error {error:.2g} > {AGREEMENT_RTOL}); please report this model"
+                )
+
+    def _session(self, values: tuple[str, ...]) -> ort.InferenceSession:
+        session = self._sessions.get(values)
+        if session is None:
+            options = ort.SessionOptions()
+            options.log_severity_level = 3
+            session = ort.InferenceSession(
+                _with_outputs(self._model, values).SerializeToString(), options,
+                providers=self._providers,
+            )
+            self._sessions[values] = session
+        return session
+
+    def plain_session(self) -> ort.InferenceSession:
+        """A session with the model's own outputs only (for comparisons and benchmarks)."""
+        return self._session(tuple(out.name for out in self._model.graph.output))
+
+    def capture(self, x: np.ndarray, layers: Sequence[str]) -> dict[str, np.ndarray]:
+        values = tuple(dict.fromkeys(self._values[name] for name in layers))
+        outputs = self._session(values).run(list(values), {self._input_name: x})
+        by_value = dict(zip(values, outputs, strict=True))
+        return {name: np.asarray(by_value[self._values[name]]) for name in layers}
+
+    def _capture_torch(self, x: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:
+        assert self._torch_graph is not None
+        outputs = self._torch_graph({self._input_name: x}, [self._values[n] for n in layers])
+        return dict(zip(layers, outputs, strict=True))

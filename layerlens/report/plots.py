@@ -1,0 +1,31 @@
+"""PNG figures (matplotlib, Agg backend: no display needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from layerlens.report.schema import ActivationLayer  # noqa: E402
+
+
+def activation_summary_png(layers: list[ActivationLayer], path: Path) -> None:
+    """Mean ± std and dead-unit fraction of each layer against depth."""
+    depth = list(range(len(layers)))
+    names = [layer.layer for layer in layers]
+    means = [layer.mean for layer in layers]
+    stds = [layer.std for layer in layers]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(max(6.0, 0.45 * len(layers) + 2), 6),
+                                      sharex=True, constrained_layout=True)
+    top.errorbar(depth, means, yerr=stds, fmt="o-", capsize=3)
+    top.set_ylabel("activation mean ± std")
+    top.set_title("Activations by layer")
+    bottom.bar(depth, [layer.dead_fraction for layer in layers], color="tab:red")
+    bottom.set_ylabel("dead unit fraction")
+    bottom.set_ylim(0, 1)
+    bottom.set_xticks(depth, names, rotation=60, ha="right", fontsize=8)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

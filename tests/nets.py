@@ -1,0 +1,61 @@
+"""Tiny networks the tests build, train for seconds and export (no downloads)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class ResidualBlock(nn.Module):
+    """conv-relu-conv plus the identity, then a functional ReLU (the block's own output)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.relu = nn.ReLU()
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.conv2(self.relu(self.conv1(x))) + x)
+
+
+class TinyResNet(nn.Module):
+    """Stem, ``depth`` residual blocks, global average pool, linear head."""
+
+    def __init__(self, in_channels: int = 1, width: int = 8, depth: int = 2,
+                 n_classes: int = 10) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU())
+        self.blocks = nn.Sequential(*[ResidualBlock(width) for _ in range(depth)])
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten()
+        self.fc = nn.Linear(width, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.flatten(self.pool(self.blocks(self.stem(x)))))
+
+
+class SharedReLU(nn.Module):
+    """One ReLU module called twice: two layers, ``relu`` and ``relu#2``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(4, 6)
+        self.relu = nn.ReLU()
+        self.fc2 = nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.relu(self.fc1(x))).relu_() + self.relu(x).sum(dim=1, keepdim=True)
+
+
+def save_scripted(model: nn.Module, path: Path) -> Path:
+    torch.jit.save(torch.jit.script(model.eval()), str(path))
+    return path
+
+
+def save_traced(model: nn.Module, example: torch.Tensor, path: Path) -> Path:
+    torch.jit.save(torch.jit.trace(model.eval(), example), str(path))
+    return path
