@@ -36,7 +36,9 @@ class Dataset:
                     image_shape: tuple[int, ...] | None = None) -> Dataset:
         """Validate arrays and encode labels as ``0..k-1`` (sorted original values)."""
         x = np.asarray(x)
-        labels = np.asarray(labels).reshape(-1) if np.asarray(labels).ndim else np.asarray(labels)
+        labels = np.asarray(labels)
+        if labels.ndim == 2 and 1 in labels.shape:  # a row or column vector, as MATLAB saves
+            labels = labels.reshape(-1)
         if x.ndim < 2 or len(x) == 0:
             raise DatasetError(f"{ref}: x must have shape (n_samples, ...) with n_samples > 0, "
                                f"got {x.shape}")
@@ -45,6 +47,8 @@ class Dataset:
         if labels.ndim != 1 or len(labels) != len(x):
             raise DatasetError(f"{ref}: y must have one label per sample ({len(x)}), "
                                f"got shape {labels.shape}")
+        if labels.dtype.kind == "f" and np.all(np.isfinite(labels) & (labels == np.round(labels))):
+            labels = labels.astype(np.int64)
         if labels.dtype.kind not in "iubUS":
             raise DatasetError(f"{ref}: y must hold integer or string class labels, "
                                f"got dtype {labels.dtype}")

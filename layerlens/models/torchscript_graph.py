@@ -21,7 +21,9 @@ import torch
 _SEGMENT = re.compile(r"([^.()]+)\(([^()]*)\)")
 _NOT_MODULES = {"SELF", "UNKNOWN_INSTANCE"}
 # Nodes that only read attributes or make constants: they compute nothing and
-# may be hoisted out of the module that uses them.
+# may be hoisted out of the module that uses them. Nodes without outputs
+# (inlined argument checks: ``prim::If`` that raises) may lose their module
+# hierarchy; neither kind opens or closes a module's run.
 _BOOKKEEPING = {"prim::Constant", "prim::GetAttr"}
 _function_ids = itertools.count()
 
@@ -75,7 +77,7 @@ def _module_runs(graph: torch.Graph) -> list[_Run]:
     runs: list[_Run] = []
     open_runs: dict[tuple[str, ...], _Run] = {}
     for index, node in enumerate(graph.nodes()):
-        if node.kind() in _BOOKKEEPING:
+        if node.kind() in _BOOKKEEPING or node.outputsSize() == 0:
             continue
         path = _module_path(node)
         prefixes = {tuple(name for name, _ in path[:depth]): path[depth - 1][1]

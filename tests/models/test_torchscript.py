@@ -66,8 +66,6 @@ def test_module_called_twice_gives_two_layers(tmp_path):
 class _CountingNet(nn.Module):
     """Counts its forward calls in a module attribute (mutated inside TorchScript)."""
 
-    calls: int
-
     def __init__(self) -> None:
         super().__init__()
         self.calls = 0

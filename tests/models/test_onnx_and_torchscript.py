@@ -1,0 +1,115 @@
+"""The same network as ONNX and as TorchScript: same layers, same activations."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper
+
+from layerlens.errors import GradientUnavailableError, ModelMismatchError
+from layerlens.models import load_model
+from layerlens.models import onnx_torch
+from tests.nets import TinyResNet
+
+
+@pytest.fixture(scope="module")
+def both(cnn_files):
+    return {fmt: load_model(path, sample_shapes=[(64,), (1, 8, 8)], device="cpu")
+            for fmt, path in cnn_files.items()}
+
+
+def test_same_layers_by_position(both):
+    onnx_model, ts_model = both["onnx"], both["torchscript"]
+    assert onnx_model.input_spec.shape == ts_model.input_spec.shape == (1, 8, 8)
+    assert [layer.shape for layer in onnx_model.layers] == [layer.shape for layer in ts_model.layers]
+    assert [layer.op for layer in ts_model.layers] == [
+        "Conv2d", "ReLU", "Conv2d", "ReLU", "MaxPool2d", "Conv2d", "ReLU", "Flatten", "Linear",
+        "ReLU", "Linear"]
+    assert [layer.op for layer in onnx_model.layers] == [
+        "Conv", "Relu", "Conv", "Relu", "MaxPool", "Conv", "Relu", "Flatten", "Gemm", "Relu",
+        "Gemm"]
+    assert ts_model.layer_names[0] == "0" and onnx_model.layer_names[0].endswith("/Conv")
+
+
+def test_same_activations_and_final_output(both, trained_cnn, digits):
+    x = digits.x[:50].reshape(-1, 1, 8, 8)
+    from_onnx = both["onnx"].capture(x, both["onnx"].layer_names)
+    from_ts = both["torchscript"].capture(x, both["torchscript"].layer_names)
+    for onnx_name, ts_name in zip(both["onnx"].layer_names, both["torchscript"].layer_names,
+                                  strict=True):
+        np.testing.assert_allclose(from_onnx[onnx_name], from_ts[ts_name], atol=1e-5,
+                                   err_msg=f"{onnx_name} vs {ts_name}")
+    with torch.no_grad():
+        plain = trained_cnn(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(from_ts[both["torchscript"].layer_names[-1]], plain, atol=1e-5)
+    np.testing.assert_allclose(from_onnx[both["onnx"].layer_names[-1]], plain, atol=1e-5)
+
+
+def test_gradients_agree_across_formats(both):
+    grads = []
+    for fmt in ("onnx", "torchscript"):
+        model = both[fmt]
+        assert model.differentiable, model.gradient_error
+        x = torch.from_numpy(np.random.default_rng(0).random((3, 1, 8, 8), np.float32) * 16)
+        x.requires_grad_(True)
+        layer = model.layer_names[5]  # the third convolution
+        model.capture_torch(x, [layer])[layer][:, 7].mean().backward()
+        grads.append(x.grad.numpy())
+    assert np.abs(grads[0]).sum() > 0
+    np.testing.assert_allclose(grads[0], grads[1], atol=1e-6, rtol=1e-4)
+
+
+def test_onnx_residual_model_gradients(tmp_path):
+    torch.manual_seed(0)
+    net = TinyResNet().eval()
+    path = tmp_path / "resnet.onnx"
+    torch.onnx.export(net, (torch.zeros(2, 1, 8, 8),), str(path), dynamo=False,
+                      input_names=["x"], dynamic_axes={"x": {0: "n"}})
+    model = load_model(path, device="cpu")
+    assert [layer.op for layer in model.layers].count("Add") == 2
+    x = torch.randn(2, 1, 8, 8, requires_grad=True)
+    reference = x.detach().clone().requires_grad_(True)
+    model.capture_torch(x, [model.layer_names[-1]])[model.layer_names[-1]][:, 2].sum().backward()
+    net(reference)[:, 2].sum().backward()
+    torch.testing.assert_close(x.grad, reference.grad, atol=1e-5, rtol=1e-4)
+
+
+def _unsupported_op_model(path) -> None:
+    """Conv then Hardmax (which onnxruntime runs and the torch path does not)."""
+    weight = helper.make_tensor("w", TensorProto.FLOAT, [2, 1, 1, 1], [1.0, -1.0])
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+         helper.make_node("Flatten", ["c"], ["f"], name="flat"),
+         helper.make_node("Hardmax", ["f"], ["y"], name="hardmax")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 1, 2, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 8])], [weight])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
+def test_missing_operator_keeps_gradient_free_capture(tmp_path):
+    path = tmp_path / "hardmax.onnx"
+    _unsupported_op_model(path)
+    assert "Hardmax" in onnx_torch.unsupported_operators(onnx.load(path))
+    model = load_model(path, device="cpu")
+    assert not model.differentiable and "Hardmax" in model.gradient_error
+    captured = model.capture(np.ones((3, 1, 2, 2), np.float32), model.layer_names)
+    assert captured["conv"].shape == (3, 2, 2, 2) and captured["hardmax"].shape == (3, 8)
+    with pytest.raises(GradientUnavailableError, match="Hardmax"):
+        model.capture_torch(torch.ones(1, 1, 2, 2), ["conv"])
+
+
+def test_paths_that_disagree_are_an_error_naming_the_layer(cnn_files, monkeypatch):
+    real_forward = onnx_torch.OnnxTorchGraph.forward
+    model = onnx.load(cnn_files["onnx"])
+    damaged_value = model.graph.node[4].output[0]  # the max-pool
+
+    def damaged(self, inputs, outputs):
+        values = real_forward(self, inputs, outputs)
+        return [v + 0.5 if name == damaged_value else v
+                for v, name in zip(values, outputs, strict=True)]
+
+    monkeypatch.setattr(onnx_torch.OnnxTorchGraph, "forward", damaged)
+    with pytest.raises(ModelMismatchError, match=model.graph.node[4].name):
+        load_model(cnn_files["onnx"], device="cpu")
