@@ -139,6 +139,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # usage errors (status 2) and --help (status 0)
         return int(exc.code or 0)
     handlers = {"analyze": _run_analyze, "demo": _run_demo}
+    from layerlens.runtime import keep_freed_memory_for_reuse
+
+    keep_freed_memory_for_reuse()
     try:
         return handlers[args.command](args)
     except InputError as exc:
