@@ -8,11 +8,11 @@ and write a report folder (:func:`analyze`).
 
 __version__ = "0.1.0"
 
-from layerlens.analyze import AnalyzeOptions, analyze  # noqa: E402
-from layerlens.capture import Activations, capture_activations  # noqa: E402
-from layerlens.data import Dataset, resolve_dataset  # noqa: E402
-from layerlens.errors import InputError, LayerlensError  # noqa: E402
-from layerlens.models import LayerInfo, ProbedModel, load_model, select_layers  # noqa: E402
+from layerlens.analyze import AnalyzeOptions, analyze
+from layerlens.capture import Activations, capture_activations
+from layerlens.data import Dataset, resolve_dataset
+from layerlens.errors import InputError, LayerlensError
+from layerlens.models import LayerInfo, ProbedModel, load_model, select_layers
 
 __all__ = [
     "Activations",

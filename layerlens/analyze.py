@@ -54,7 +54,8 @@ def _model_section(model: ProbedModel) -> ModelSection:
         sha256=model.sha256, format=model.format,  # type: ignore[arg-type]
         input_shape=list(model.input_spec.shape), differentiable=model.differentiable,
         gradient_note=model.gradient_error,
-        layers=[LayerEntry(name=l.name, op=l.op, shape=list(l.shape)) for l in model.layers],
+        layers=[LayerEntry(name=layer.name, op=layer.op, shape=list(layer.shape))
+                for layer in model.layers],
     )
 
 

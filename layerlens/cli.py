@@ -41,7 +41,8 @@ def _floats(text: str) -> tuple[float, ...]:
     try:
         return tuple(float(part) for part in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected numbers like 0.5,0.5,0.5, got '{text}'") from None
+        message = f"expected numbers like 0.5,0.5,0.5, got '{text}'"
+        raise argparse.ArgumentTypeError(message) from None
 
 
 def _positive_int(text: str) -> int:

@@ -7,7 +7,13 @@ import pytest
 import torch
 
 from layerlens.data import Dataset, resolve_dataset
-from layerlens.demo import DIGITS_SHAPE, digits_cnn, export_onnx, export_torchscript, train_classifier
+from layerlens.demo import (
+    DIGITS_SHAPE,
+    digits_cnn,
+    export_onnx,
+    export_torchscript,
+    train_classifier,
+)
 
 
 @pytest.fixture(scope="session")

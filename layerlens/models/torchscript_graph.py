@@ -44,7 +44,7 @@ class GraphLayer:
 
 def inlined_forward_graph(module: torch.jit.ScriptModule) -> torch.Graph:
     """A private, fully inlined copy of ``module.forward``'s graph."""
-    graph = module.forward.graph.copy()
+    graph = module.graph.copy()  # the graph of forward
     torch._C._jit_pass_inline(graph)
     return graph
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from layerlens.report.schema import ActivationLayer  # noqa: E402
+from layerlens.report.schema import ActivationLayer
 
 
 def activation_summary_png(layers: list[ActivationLayer], path: Path) -> None:

@@ -9,8 +9,7 @@ import torch
 from onnx import TensorProto, helper
 
 from layerlens.errors import GradientUnavailableError, ModelMismatchError
-from layerlens.models import load_model
-from layerlens.models import onnx_torch
+from layerlens.models import load_model, onnx_torch
 from tests.nets import TinyResNet
 
 
@@ -23,7 +22,8 @@ def both(cnn_files):
 def test_same_layers_by_position(both):
     onnx_model, ts_model = both["onnx"], both["torchscript"]
     assert onnx_model.input_spec.shape == ts_model.input_spec.shape == (1, 8, 8)
-    assert [layer.shape for layer in onnx_model.layers] == [layer.shape for layer in ts_model.layers]
+    shapes = [layer.shape for layer in ts_model.layers]
+    assert [layer.shape for layer in onnx_model.layers] == shapes
     assert [layer.op for layer in ts_model.layers] == [
         "Conv2d", "ReLU", "Conv2d", "ReLU", "MaxPool2d", "Conv2d", "ReLU", "Flatten", "Linear",
         "ReLU", "Linear"]
