@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -80,7 +80,6 @@ class Activations:
     n_samples: int
     complete: bool = True
     batch_size: int = 0
-    notes: list[str] = field(default_factory=list)
 
 
 def _check_fit(model: ProbedModel, dataset: Dataset) -> None:

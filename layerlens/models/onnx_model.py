@@ -92,6 +92,26 @@ def _with_outputs(model: onnx.ModelProto, values: Sequence[str]) -> onnx.ModelPr
     return copy
 
 
+def _relative_error(value: np.ndarray, reference: np.ndarray) -> float:
+    """max |value - reference| / max |reference| over finite entries; inf if shapes or
+    the positions of non-finite entries differ."""
+    if value.shape != reference.shape:
+        return float("inf")
+    finite = np.isfinite(reference)
+    if not np.array_equal(finite, np.isfinite(value)):
+        return float("inf")
+    if not finite.any():
+        return 0.0
+    scale = max(float(np.abs(reference[finite]).max()), 1e-6)
+    return float(np.abs(value[finite] - reference[finite]).max()) / scale
+
+
+def _as_float32(array: np.ndarray) -> np.ndarray:
+    """Float outputs as float32 (the capture contract); other dtypes untouched."""
+    array = np.asarray(array)
+    return array.astype(np.float32, copy=False) if array.dtype.kind == "f" else array
+
+
 def _providers(device: str) -> list[str]:
     if device == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
@@ -153,10 +173,8 @@ class OnnxModel(ProbedModel):
             self._torch_graph = None
             return
         for name, reference in expected.items():
-            value = got[name].float().cpu().numpy()
-            scale = max(float(np.abs(reference).max()), 1e-6)
-            error = float(np.abs(value - reference).max()) / scale
-            if value.shape != reference.shape or not error <= AGREEMENT_RTOL:
+            error = _relative_error(got[name].float().cpu().numpy(), reference)
+            if not error <= AGREEMENT_RTOL:
                 raise ModelMismatchError(
                     f"onnxruntime and the torch path disagree on layer '{name}' "
                     f"(relative error {error:.2g} > {AGREEMENT_RTOL}); please report this model"
@@ -181,8 +199,8 @@ class OnnxModel(ProbedModel):
     def capture(self, x: np.ndarray, layers: Sequence[str]) -> dict[str, np.ndarray]:
         values = tuple(dict.fromkeys(self._values[name] for name in layers))
         outputs = self._session(values).run(list(values), {self._input_name: x})
-        by_value = dict(zip(values, outputs, strict=True))
-        return {name: np.asarray(by_value[self._values[name]]) for name in layers}
+        by_value = {value: _as_float32(out) for value, out in zip(values, outputs, strict=True)}
+        return {name: by_value[self._values[name]] for name in layers}
 
     def _capture_torch(self, x: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:
         assert self._torch_graph is not None

@@ -113,3 +113,17 @@ def test_paths_that_disagree_are_an_error_naming_the_layer(cnn_files, monkeypatc
     monkeypatch.setattr(onnx_torch.OnnxTorchGraph, "forward", damaged)
     with pytest.raises(ModelMismatchError, match=model.graph.node[4].name):
         load_model(cnn_files["onnx"], device="cpu")
+
+
+def test_agreement_check_tolerates_matching_nans(tmp_path):
+    """Log of the random probe batch is NaN where the input is negative, on both paths."""
+    graph = helper.make_graph(
+        [helper.make_node("Log", ["x"], ["y"], name="log")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 5])])
+    path = tmp_path / "log.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    model = load_model(path, device="cpu")
+    assert model.differentiable and model.layer_names == ["log"]
+    np.testing.assert_allclose(model.capture(np.full((2, 5), np.e, np.float32), ["log"])["log"],
+                               np.ones((2, 5)), rtol=1e-6)
