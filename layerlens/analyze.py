@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from layerlens import __version__
+from layerlens.analyses import AnalysisContext, ArtifactWriter, runner
 from layerlens.capture import Activations, ProgressCallback, capture_activations
 from layerlens.data import Dataset, resolve_dataset
-from layerlens.errors import InputError
 from layerlens.models import ProbedModel, load_model, select_layers
 from layerlens.reduction import DEFAULT_MAX_FEATURES, DEFAULT_MEMORY_BUDGET
 from layerlens.report import Report, write_html
@@ -23,11 +23,7 @@ from layerlens.report.schema import (
     ModelSection,
     ReductionEntry,
 )
-from layerlens.spec import AnalysisSpec
-
-#: Analyses with an implementation, by kind. The spec accepts every kind of
-#: the contract; a kind missing here is refused before any work starts.
-RUNNERS: dict[str, object] = {}
+from layerlens.spec import AnalysisSpec, default_spec
 
 ACTIVATIONS_IMAGE = "activations.png"
 
@@ -36,7 +32,7 @@ ACTIVATIONS_IMAGE = "activations.png"
 class AnalyzeOptions:
     """Everything ``layerlens analyze`` takes besides the model and the dataset."""
 
-    analyses: Sequence[AnalysisSpec] = ()
+    analyses: Sequence[AnalysisSpec] | None = None  # None: every analysis, default parameters
     layers: Sequence[str] | None = None
     input_shape: Sequence[int] | None = None
     max_samples: int | None = None
@@ -84,10 +80,7 @@ def analyze(model_path: str | Path, dataset: str | Dataset, out_dir: str | Path,
     Writes ``report.json``, ``report.html`` and the PNG artifacts into
     ``out_dir`` (created if needed) and returns the report.
     """
-    missing = [entry.kind for entry in options.analyses if entry.kind not in RUNNERS]
-    if missing:
-        raise InputError(f"analysis '{missing[0]}' is not implemented in layerlens "
-                         f"{__version__} yet")
+    spec = default_spec() if options.analyses is None else list(options.analyses)
     data = resolve_dataset(dataset) if isinstance(dataset, str) else dataset
     model = load_model(model_path, input_shape=options.input_shape,
                        sample_shapes=data.sample_shapes, device=options.device,
@@ -101,6 +94,9 @@ def analyze(model_path: str | Path, dataset: str | Dataset, out_dir: str | Path,
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    context = AnalysisContext(model, subset, activations, ArtifactWriter(out),
+                              device=model.device)
+    sections = {entry.kind: runner(entry.kind)(entry, context) for entry in spec}
     section = _activations_section(activations)
     activation_summary_png(section.layers, out / ACTIVATIONS_IMAGE)
     report = Report(
@@ -109,6 +105,7 @@ def analyze(model_path: str | Path, dataset: str | Dataset, out_dir: str | Path,
         dataset=DatasetSection(ref=data.ref, n_samples=subset.n_samples,
                                n_classes=data.n_classes, n_total=data.n_samples),
         activations=section,
+        analyses=sections,
     )
     _atomic_write(out / "report.json", report.model_dump_json(indent=2))
     write_html(report, out / "report.html")

@@ -110,7 +110,7 @@ def _run_analyze(args: argparse.Namespace) -> int:
     elif args.analyses is not None:
         spec = spec_from_names(args.analyses)
     else:
-        spec = []
+        spec = None  # every analysis
     layers = [p.strip() for p in args.layers.split(",") if p.strip()] if args.layers else None
     options = AnalyzeOptions(
         analyses=spec, layers=layers, input_shape=args.input_shape,

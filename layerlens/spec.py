@@ -74,9 +74,20 @@ def parse_spec(entries: Any) -> list[AnalysisSpec]:
     if not isinstance(entries, list):
         raise InputError("the analyses spec must be a list of {\"kind\": ...} entries")
     try:
-        return _list_adapter.validate_python(entries)
+        spec = _list_adapter.validate_python(entries)
     except ValidationError as exc:
         raise InputError(f"invalid analysis spec: {_first_problem(exc)}") from exc
+    kinds = [entry.kind for entry in spec]
+    repeated = sorted({kind for kind in kinds if kinds.count(kind) > 1})
+    if repeated:
+        raise InputError(f"invalid analysis spec: '{repeated[0]}' appears more than once; "
+                         "give one entry per kind")
+    return spec
+
+
+def default_spec() -> list[AnalysisSpec]:
+    """Every analysis with its default parameters."""
+    return parse_spec([{"kind": kind} for kind in KINDS])
 
 
 def load_spec_file(path: Path) -> list[AnalysisSpec]:

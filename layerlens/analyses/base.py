@@ -1,0 +1,93 @@
+"""What every analysis receives and returns.
+
+An analysis is a module ``layerlens/analyses/<kind>.py`` with pure science
+functions (arrays or a probed model in, typed results out) and one entry
+point ``run(spec, ctx) -> dict`` that turns its spec entry into its section
+of ``report.json`` (see ARCHITECTURE.md), writing figures and arrays through
+``ctx.artifacts``. A layer an analysis cannot handle is listed with
+``skipped`` and the reason; the other layers still run.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from layerlens.capture import Activations, LayerActivations, ProgressCallback
+from layerlens.data import Dataset
+from layerlens.models import ProbedModel, select_layers
+
+
+class ArtifactWriter:
+    """Writes a job's artifacts (PNG, NPY) into one folder; returns names relative to it."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.written: list[str] = []
+
+    @staticmethod
+    def name(*parts: str, suffix: str) -> str:
+        """A safe file name from parts, e.g. ``("projection", "/0/Conv")`` -> ``projection_0_Conv.png``."""
+        joined = "_".join(re.sub(r"[^A-Za-z0-9.]+", "_", p).strip("_.") for p in parts if p)
+        return f"{joined}{suffix}"
+
+    def png(self, figure: Any, *parts: str) -> str:
+        """Save a matplotlib figure (and close it); returns the artifact name."""
+        import matplotlib.pyplot as plt
+
+        name = self.name(*parts, suffix=".png")
+        figure.savefig(self.folder / name, dpi=100)
+        plt.close(figure)
+        self.written.append(name)
+        return name
+
+    def npy(self, array: np.ndarray, *parts: str) -> str:
+        name = self.name(*parts, suffix=".npy")
+        np.save(self.folder / name, np.asarray(array), allow_pickle=False)
+        self.written.append(name)
+        return name
+
+
+@dataclass
+class AnalysisContext:
+    """Everything an analysis may use.
+
+    Attributes
+    ----------
+    model : the probed model (``capture_torch`` for gradients).
+    dataset : the analysed samples (after ``--max-samples``), aligned with
+        ``activations``: row i of every layer's values is ``dataset.x[i]``.
+    activations : captured layers in forward order; ``values`` (n, d) float32.
+    artifacts : where figures and arrays go.
+    device : ``cpu`` or ``cuda``, for torch work.
+    progress : optional ``(step, total, metrics) -> stop?`` callback.
+    """
+
+    model: ProbedModel
+    dataset: Dataset
+    activations: Activations
+    artifacts: ArtifactWriter
+    device: str = "cpu"
+    progress: ProgressCallback | None = None
+
+    def layers(self, patterns: Sequence[str] | None) -> list[LayerActivations]:
+        """Captured layers matching the spec's ``layers`` patterns (all when None), in order.
+
+        Raises LayerSelectionError naming a pattern that matches no captured layer.
+        """
+        captured = [entry.info for entry in self.activations.layers.values()]
+        return [self.activations.layers[info.name] for info in select_layers(captured, patterns)]
+
+    def report_progress(self, step: int, total: int, **metrics: float) -> bool:
+        """Forward progress; True when the caller asked to stop."""
+        return bool(self.progress and self.progress(step, total, metrics))
+
+
+def skipped(layer: str, reason: str) -> dict[str, str]:
+    """A report entry for a layer the analysis could not handle."""
+    return {"layer": layer, "skipped": reason}
