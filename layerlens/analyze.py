@@ -6,6 +6,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from layerlens import __version__
 from layerlens.analyses import AnalysisContext, ArtifactWriter, runner
@@ -96,9 +97,11 @@ def analyze(model_path: str | Path, dataset: str | Dataset, out_dir: str | Path,
     out.mkdir(parents=True, exist_ok=True)
     context = AnalysisContext(model, subset, activations, ArtifactWriter(out),
                               device=model.device)
-    sections = {entry.kind: runner(entry.kind)(entry, context) for entry in spec}
+    sections: dict[str, Any] = {
+        entry.kind: runner(entry.kind)(entry, context) for entry in spec}
     section = _activations_section(activations)
-    activation_summary_png(section.layers, out / ACTIVATIONS_IMAGE)
+    ops = {layer.name: layer.op for layer in model.layers}
+    activation_summary_png(section.layers, ops, out / ACTIVATIONS_IMAGE)
     report = Report(
         layerlens_version=__version__,
         model=_model_section(model),

@@ -25,6 +25,11 @@ class _Images(HTMLParser):
 
 
 def _analyze(capsys, model, out: Path, *extra: str, dataset="builtin:digits"):
+    """Capture and summarise only (an empty analyses spec), unless ``extra`` says otherwise."""
+    if "--spec" not in extra and "--analyses" not in extra:
+        no_analyses = out.parent / f"{out.name}-spec.json"
+        no_analyses.write_text('{"analyses": []}')
+        extra = (*extra, "--spec", str(no_analyses))
     code = main(["analyze", str(model), "--dataset", dataset, "--out", str(out), *extra])
     captured = capsys.readouterr()
     assert code == 0, captured.err
@@ -109,9 +114,9 @@ def test_npz_dataset_and_normalisation(capsys, cnn_files, digits, tmp_path):
     assert report.activations.layers[0].std == pytest.approx(float(original.std()), rel=1e-4)
 
 
-def test_unimplemented_analysis_is_refused_before_work(capsys, cnn_files, tmp_path):
+def test_invalid_spec_is_refused_before_any_work(capsys, cnn_files, tmp_path):
     code = main(["analyze", str(cnn_files["onnx"]), "--dataset", "builtin:digits",
-                 "--analyses", "linear_probe", "--out", str(tmp_path / "out")])
+                 "--analyses", "linear_probe,tsne", "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
-    assert code == 2 and "linear_probe" in err and "not implemented" in err
+    assert code == 2 and "analyses[1].kind must be one of" in err
     assert not (tmp_path / "out").exists()

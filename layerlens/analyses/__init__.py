@@ -19,7 +19,9 @@ MODULES = {
 
 def runner(kind: str) -> Callable[[Any, AnalysisContext], dict[str, Any]]:
     """The ``run(spec, ctx)`` function of an analysis kind."""
-    return importlib.import_module(MODULES[kind]).run  # type: ignore[no-any-return]
+    run: Callable[[Any, AnalysisContext], dict[str, Any]] = importlib.import_module(
+        MODULES[kind]).run
+    return run
 
 
 __all__ = ["MODULES", "AnalysisContext", "ArtifactWriter", "runner", "skipped"]

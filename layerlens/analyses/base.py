@@ -32,7 +32,7 @@ class ArtifactWriter:
 
     @staticmethod
     def name(*parts: str, suffix: str) -> str:
-        """A safe file name from parts, e.g. ``("projection", "/0/Conv")`` -> ``projection_0_Conv.png``."""
+        """A safe file name: ``("projection", "/0/Conv"), ".png"`` -> ``projection_0_Conv.png``."""
         joined = "_".join(re.sub(r"[^A-Za-z0-9.]+", "_", p).strip("_.") for p in parts if p)
         return f"{joined}{suffix}"
 

@@ -12,10 +12,16 @@ import matplotlib.pyplot as plt
 from layerlens.report.schema import ActivationLayer
 
 
-def activation_summary_png(layers: list[ActivationLayer], path: Path) -> None:
+def layer_label(name: str, op: str) -> str:
+    """A tick label: the name, with the op when the name does not already say it."""
+    return name if op.lower() in name.lower() else f"{name} ({op})"
+
+
+def activation_summary_png(layers: list[ActivationLayer], ops: dict[str, str],
+                           path: Path) -> None:
     """Mean ± std and dead-unit fraction of each layer against depth."""
     depth = list(range(len(layers)))
-    names = [layer.layer for layer in layers]
+    names = [layer_label(layer.layer, ops[layer.layer]) for layer in layers]
     means = [layer.mean for layer in layers]
     stds = [layer.std for layer in layers]
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(max(6.0, 0.45 * len(layers) + 2), 6),
