@@ -46,6 +46,10 @@ class ActivationMaximizationSpec(_Entry):
     objective: Literal["channel", "neuron"] = "channel"
     steps: int = Field(default=512, ge=1)
     lr: float | None = Field(default=None, gt=0.0)
+    max_units: int = Field(default=8, ge=1, description="units per layer when units is None")
+    l2: float = Field(default=0.0, ge=0.0, description="L2 decay weight (Yosinski et al. 2015)")
+    blur_every: int = Field(default=0, ge=0, description="blur images every N steps (0: never)")
+    jitter: int | None = Field(default=None, ge=0, description="pixels (None: by image size)")
 
 
 AnalysisSpec = Annotated[

@@ -1,0 +1,312 @@
+"""Activation maximisation: closed-form maxima, a planted filter, the trained digits CNN."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from layerlens.analyses import AnalysisContext, ArtifactWriter
+from layerlens.analyses.activation_maximization import (
+    PROGRESS_EVERY,
+    dataset_objective,
+    maximize_activation,
+    objective_values,
+    run,
+)
+from layerlens.analyses.parametrization import (
+    FourierImage,
+    apply_transform,
+    data_range,
+)
+from layerlens.analyze import AnalyzeOptions, analyze
+from layerlens.capture import capture_activations
+from layerlens.data import Dataset
+from layerlens.demo import digits_cnn
+from layerlens.errors import InputError
+from layerlens.models import load_model
+from layerlens.spec import ActivationMaximizationSpec, parse_spec
+from tests.models.test_onnx_and_torchscript import _unsupported_op_model
+from tests.nets import save_scripted
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Batches of a few tiny inputs are latency-bound: on a shared 2-core machine a second
+    intra-op thread only adds contention (measured 7x slower per step)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def _spec(**keys) -> ActivationMaximizationSpec:
+    return ActivationMaximizationSpec(kind="activation_maximization", **keys)
+
+
+def _context(model, data: Dataset, folder, *, progress=None, **capture) -> AnalysisContext:
+    folder.mkdir(parents=True, exist_ok=True)
+    activations = capture_activations(model, data, **capture)
+    return AnalysisContext(model, data, activations, ArtifactWriter(folder), device="cpu",
+                           progress=progress)
+
+
+def _labels(n: int) -> np.ndarray:
+    return np.arange(n) % 2
+
+
+@pytest.fixture(scope="module")
+def small_cnn(tmp_path_factory):
+    """The (untrained, seeded) digits CNN as TorchScript with 64 random 8x8 images."""
+    torch.manual_seed(0)
+    path = save_scripted(digits_cnn(), tmp_path_factory.mktemp("small") / "cnn.pt")
+    model = load_model(path, input_shape=(1, 8, 8), device="cpu")
+    x = np.random.default_rng(0).uniform(0, 16, (64, 1, 8, 8)).astype(np.float32)
+    return model, Dataset.from_arrays("test:random", x, _labels(64))
+
+
+def test_linear_unit_reaches_its_analytic_box_maximum(tmp_path):
+    """Linear(6 -> 4) on inputs in [lo, hi]^6, normalised by mean/std before the model.
+
+    The maximum of unit j over the box is sum_i max(w_ji u(lo_i), w_ji u(hi_i)) + b_j with
+    u(v) = (v - mean) / std. Tolerance: the reported activation is within 1% of the range
+    (max - min) of the unit over the box below the maximum, and >= 99% of the maximum.
+    """
+    torch.manual_seed(1)
+    layer = nn.Linear(6, 4)
+    with torch.no_grad():
+        layer.bias.copy_(torch.tensor([3.0, 2.0, 4.0, 5.0]))
+    model = load_model(save_scripted(nn.Sequential(layer), tmp_path / "linear.pt"),
+                       input_shape=(6,), mean=[2.0], std=[4.0], device="cpu")
+    rng = np.random.default_rng(0)
+    lo = np.array([-3.0, 0.0, 1.0, -1.0, 5.0, -8.0])
+    hi = np.array([2.0, 1.0, 9.0, 0.5, 6.0, 4.0])
+    x = rng.uniform(lo, hi, (200, 6)).astype(np.float32)
+    x[0], x[1] = lo, hi  # the box's corners are in the data, so the data range is [lo, hi]
+    ctx = _context(model, Dataset.from_arrays("test:box", x, _labels(200)), tmp_path / "out")
+    section = run(_spec(units=[0, 1, 2, 3]), ctx)
+
+    w, b = layer.weight.detach().double().numpy(), layer.bias.detach().double().numpy()
+    at_lo, at_hi = w * (lo - 2.0) / 4.0, w * (hi - 2.0) / 4.0
+    best = np.maximum(at_lo, at_hi).sum(axis=1) + b
+    worst = np.minimum(at_lo, at_hi).sum(axis=1) + b
+    assert np.all(best > 0)
+    (entry,) = section["layers"]
+    for unit in entry["units"]:
+        j = unit["unit"]
+        assert unit["activation"] >= 0.99 * best[j]
+        assert best[j] - unit["activation"] <= 0.01 * (best[j] - worst[j])
+        assert unit["activation"] <= best[j] + 1e-4  # never outside the box
+        assert unit["activation"] > unit["dataset_max_activation"]
+        optimised = np.load(tmp_path / "out" / unit["array"])
+        assert optimised.shape == (6,)
+        corner = np.where(w[j] > 0, hi, lo)
+        np.testing.assert_allclose(optimised, corner, atol=0.01 * (hi - lo).max())
+        assert (tmp_path / "out" / unit["image"]).is_file()
+    assert (tmp_path / "out" / entry["grid"]).is_file()
+
+
+PLANTED = np.array([[1.0, -0.5, -0.5, -0.5, 1.0],
+                    [-0.5, 1.0, -0.5, 1.0, -0.5],
+                    [-0.5, -0.5, 1.0, -0.5, -0.5],
+                    [-0.5, 1.0, -0.5, 1.0, -0.5],
+                    [1.0, -0.5, -0.5, -0.5, 1.0]], dtype=np.float32)
+
+
+def test_neuron_objective_recovers_a_planted_filter(tmp_path):
+    """Conv(1 -> 4, 5x5, padding 2) on 16x16 with channel 2's kernel set to an X.
+
+    The centre neuron (8, 8) sees input rows/cols 6..10. Tolerance: Pearson correlation
+    of that optimised patch with the planted kernel >= 0.9 (a random start: < 0.5).
+    """
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 4, 5, padding=2), nn.ReLU(), nn.Flatten(),
+                        nn.Linear(4 * 16 * 16, 3))
+    with torch.no_grad():
+        net[0].weight[2, 0] = torch.from_numpy(PLANTED)
+        net[0].bias[2] = 0.0
+    model = load_model(save_scripted(net, tmp_path / "planted.pt"), input_shape=(1, 16, 16),
+                       device="cpu")
+    x = np.random.default_rng(0).uniform(0, 1, (32, 1, 16, 16)).astype(np.float32)
+    ctx = _context(model, Dataset.from_arrays("test:planted", x, _labels(32)), tmp_path / "o")
+    section = run(_spec(layers=["0"], units=[2], objective="neuron"), ctx)
+    (unit,) = section["layers"][0]["units"]
+    patch = np.load(tmp_path / "o" / unit["array"])[0, 6:11, 6:11]
+    assert np.corrcoef(patch.ravel(), PLANTED.ravel())[0, 1] >= 0.9
+    assert np.corrcoef(x[0, 0, 6:11, 6:11].ravel(), PLANTED.ravel())[0, 1] < 0.5
+    assert unit["activation"] > unit["dataset_max_activation"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_trained_digits_cnn_units_reach_their_dataset_maximum(fmt, cnn_files, digits, tmp_path):
+    """Full ``run()`` with default parameters on the conv and linear layers.
+
+    Tolerance: at least 90% of the chosen units reach activation >= dataset maximum.
+    """
+    model = load_model(cnn_files[fmt], sample_shapes=digits.sample_shapes, device="cpu")
+    layers = [layer for layer in model.layers if layer.op in ("Conv", "Conv2d", "Gemm",
+                                                             "Linear")]
+    assert len(layers) == 5
+    ctx = _context(model, digits, tmp_path, layers=layers)
+    section = run(_spec(), ctx)
+    assert section["steps"] == 512 and section["objective"] == "channel"
+    units = [unit for entry in section["layers"] for unit in entry["units"]]
+    assert len(units) == 8 * 5
+    reached = [unit["activation"] >= unit["dataset_max_activation"] for unit in units]
+    assert np.mean(reached) >= 0.9, [(u["activation"], u["dataset_max_activation"])
+                                     for u in units]
+
+
+def test_units_of_a_layer_run_as_one_batch(small_cnn):
+    """8 units in one batch == 8 one-unit runs with the same seeds; one forward per step.
+
+    Tolerance: optimised inputs agree to 1e-3 data units (range 0..16), activations to
+    1e-4 relative; the batched run calls the model steps + 1 times (the final evaluation).
+    """
+    model, data = small_cnn
+    layer = model.layer_names[5]  # the third convolution, (32, 4, 4)
+    low, high = data_range(data.x, (1, 8, 8))
+    calls = []
+
+    def forward(x):
+        calls.append(len(x))
+        return model.capture_torch(x, [layer])[layer]
+
+    units, seeds, steps = [0, 3, 5, 8, 13, 21, 30, 31], [11, 12, 13, 14, 15, 16, 17, 18], 64
+    common = dict(input_shape=(1, 8, 8), low=low, high=high, steps=steps, device="cpu")
+    batched = maximize_activation(forward, units=units, seeds=seeds, **common)
+    assert calls == [8] * (steps + 1)
+    for b, (unit, seed) in enumerate(zip(units, seeds, strict=True)):
+        alone = maximize_activation(forward, units=[unit], seeds=[seed], **common)
+        np.testing.assert_allclose(batched.inputs[b], alone.inputs[0], atol=1e-3)
+        np.testing.assert_allclose(batched.activations[b], alone.activations[0], rtol=1e-4)
+    assert len(calls) == (steps + 1) * 9
+    # the optimisation did something: every unit beats its value on the mid-range start
+    start = objective_values(forward(torch.full((8, 1, 8, 8), 8.0)), "channel").detach()
+    assert np.all(batched.activations > start[0, units].numpy())
+
+
+def test_model_without_gradients_skips_every_layer_naming_the_operator(tmp_path):
+    path = tmp_path / "hardmax.onnx"
+    _unsupported_op_model(path)
+    model = load_model(path, device="cpu")
+    x = np.random.default_rng(0).uniform(-1, 1, (16, 1, 2, 2)).astype(np.float32)
+    ctx = _context(model, Dataset.from_arrays("test:hardmax", x, _labels(16)), tmp_path / "o")
+    section = run(_spec(steps=8), ctx)
+    assert [entry["layer"] for entry in section["layers"]] == model.layer_names
+    assert all("Hardmax" in entry["skipped"] for entry in section["layers"])
+
+
+def test_invalid_units_are_an_input_error_naming_units(small_cnn, tmp_path):
+    model, data = small_cnn
+    ctx = _context(model, data, tmp_path)
+    with pytest.raises(InputError, match="units"):
+        run(_spec(units=[-1], steps=1), ctx)
+    with pytest.raises(InputError, match=r"units.*16 units"):
+        run(_spec(layers=[model.layer_names[0]], units=[16], steps=1), ctx)
+
+
+@pytest.mark.parametrize("objective", ["channel", "neuron"])
+def test_dataset_objective_is_the_same_whatever_the_reduction(small_cnn, tmp_path, objective):
+    """A spatial-mean-reduced conv layer and a randomly projected flat layer give the same
+    unit scores as unreduced captures (recomputed from the model where needed).
+
+    Tolerance: 1e-5 absolute (float32 activations of magnitude ~1-10).
+    """
+    model, data = small_cnn
+    budget = len(data.x) * 100 * 4  # 100 stored features per sample
+    cases = ((model.layers[2], "spatial_mean"), (model.layers[7], "random_projection"))
+    for layer, method in cases:
+        plain = _context(model, data, tmp_path / "plain", layers=[layer])
+        expected = dataset_objective(plain, plain.activations.layers[layer.name], objective)
+        assert expected.shape == (64, layer.shape[0])
+        reduced = _context(model, data, tmp_path / "reduced", layers=[layer],
+                           memory_budget=budget, max_features=64)
+        captured = reduced.activations.layers[layer.name]
+        assert captured.reduction is not None and captured.reduction.method == method
+        np.testing.assert_allclose(dataset_objective(reduced, captured, objective), expected,
+                                   atol=1e-5)
+        section = run(_spec(layers=[layer.name], objective=objective, steps=2, max_units=3),
+                      reduced)
+        chosen = [unit["unit"] for unit in section["layers"][0]["units"]]
+        assert chosen == list(np.argsort(-expected.mean(axis=0), kind="stable")[:3])
+
+
+def test_stopping_keeps_the_partial_result(small_cnn, tmp_path):
+    model, data = small_cnn
+    seen = []
+
+    def progress(step, total, metrics):
+        seen.append((step, total))
+        return True
+
+    ctx = _context(model, data, tmp_path, layers=model.layers[:3])
+    ctx.progress = progress
+    section = run(_spec(steps=100, max_units=2), ctx)
+    assert seen == [(1, 3 * 4)]  # ceil(100 / 32) = 4 reports per layer, 3 layers
+    first, *rest = section["layers"]
+    assert first["steps_run"] == PROGRESS_EVERY and len(first["units"]) == 2
+    assert all("stopped" in entry["skipped"] for entry in rest) and len(rest) == 2
+    assert section["complete"] is False
+
+
+def test_fourier_image_stays_in_range_and_jitter_is_an_exact_shift():
+    generators = [torch.Generator().manual_seed(s) for s in (0, 1)]
+    low, high = np.full((1, 1, 1), -2.0, np.float32), np.full((1, 1, 1), 3.0, np.float32)
+    param = FourierImage.create(generators, (1, 16, 16), low, high, np.ones((1, 1)), "cpu")
+    with torch.no_grad():
+        param.spectrum.mul_(1e3)  # far outside the sigmoid's linear range
+        images = param()
+    assert images.shape == (2, 1, 16, 16)
+    assert images.min() >= -2.0 and images.max() <= 3.0 and images.std() > 1.0
+    theta = torch.tensor([[[1.0, 0.0, 2.0 * 1 / 16], [0.0, 1.0, 0.0]]] * 2)  # one px right
+    shifted = apply_transform(images, theta)
+    torch.testing.assert_close(shifted[..., :-1], images[..., 1:], atol=1e-5, rtol=0)
+
+
+@pytest.mark.slow
+def test_analyze_writes_the_section_and_its_artifacts(cnn_files, digits, tmp_path):
+    options = AnalyzeOptions(analyses=parse_spec([{"kind": "activation_maximization",
+                                                   "steps": 64}]), device="cpu")
+    report = analyze(cnn_files["torchscript"], digits, tmp_path, options)
+    document = json.loads((tmp_path / "report.json").read_text())
+    section = document["analyses"]["activation_maximization"]
+    assert section == report.analyses["activation_maximization"]
+    assert [entry["layer"] for entry in section["layers"]] == [
+        layer["name"] for layer in document["model"]["layers"]]
+    for entry in section["layers"]:
+        assert (tmp_path / entry["grid"]).is_file()
+        assert len(entry["units"]) == 8
+        for unit in entry["units"]:
+            assert (tmp_path / unit["image"]).is_file()
+            array = np.load(tmp_path / unit["array"])
+            assert array.shape == (1, 8, 8)
+            assert array.min() >= 0.0 and array.max() <= 16.0
+            assert 0 <= unit["dataset_example_index"] < digits.n_samples
+    html = (tmp_path / "report.html").read_text()
+    assert 'id="activation_maximization"' in html and section["layers"][0]["grid"] in html
+
+
+def test_l2_decay_gives_the_closed_form_interior_optimum():
+    """A linear unit a.x with L2 decay l2 * sum(((x - c) / r)^2) inside the box [lo, hi].
+
+    The optimum is x_i = clip(c_i + a_i r_i^2 / (2 l2), lo_i, hi_i) (c: box centre, r: width).
+    Tolerance: within 0.5% of the widest range after 512 steps.
+    """
+    a = torch.tensor([2.0, -1.0, 0.5, 0.1, -3.0])
+    lo, hi = np.array([0.0, -1.0, 0.0, 2.0, -2.0]), np.array([1.0, 1.0, 4.0, 3.0, 0.0])
+    l2 = 3.0
+
+    def forward(x):
+        return (x * a).sum(dim=1, keepdim=True)
+
+    result = maximize_activation(forward, input_shape=(5,), units=[0], seeds=[0],
+                                 low=lo.astype(np.float32), high=hi.astype(np.float32), l2=l2)
+    centre, width = (lo + hi) / 2, hi - lo
+    expected = np.clip(centre + a.numpy() * width**2 / (2 * l2), lo, hi)
+    assert 0 < np.sum((expected > lo) & (expected < hi)) < 5  # some inside, some on a bound
+    np.testing.assert_allclose(result.inputs[0], expected, atol=0.005 * width.max())
