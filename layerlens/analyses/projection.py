@@ -1,0 +1,424 @@
+"""Layer projections: each layer's activations drawn as a 2-D scatter coloured by class.
+
+Following Rauber et al. (2017), every sample's activation vector in a layer
+is projected to 2-D (t-SNE by default, or PCA, or UMAP) and the projection is
+scored by its neighbourhood hit (how well classes separate in the picture)
+and its trustworthiness (whether neighbours in the picture are neighbours in
+the layer). Rising neighbourhood hit with depth shows a network separating
+the classes layer by layer.
+
+Choices, stated in the report section:
+
+- Raw activations, not standardised, as in Rauber et al.: distances are in
+  the layer's own units, so the units that vary most (what the next layer
+  sees most strongly) dominate. Layers the capture reduced (spatial mean,
+  random projection) are projected as stored.
+- t-SNE and UMAP on a layer with more than 50 features first reduce it to
+  its first 50 principal components (``pca_preprocessing: 50``), standard
+  practice that removes noise and cost; trustworthiness is always measured
+  against the full stored activations, not the 50 components.
+- t-SNE is openTSNE with perplexity 30 (less when there are fewer than 91
+  points): FFT-accelerated interpolation from 10,000 points (grid cells 2
+  units wide), Barnes-Hut below, as openTSNE chooses. UMAP is umap-learn
+  with 15 neighbours.
+- ``k`` (default 6) is the neighbourhood size of both metrics.
+- ``max_samples`` draws a seeded, class-stratified subsample; the section
+  says so (``subsampled_from``) and saves the chosen rows.
+
+References
+----------
+Rauber, P. E., Fadel, S. G., Falcão, A. X. & Telea, A. C. (2017). Visualizing
+    the hidden activity of artificial neural networks. IEEE TVCG 23(1), 101-110.
+van der Maaten, L. & Hinton, G. (2008). Visualizing data using t-SNE. JMLR 9.
+Linderman, G. C. et al. (2019). Fast interpolation-based t-SNE for improved
+    visualization of single-cell RNA-seq data. Nature Methods 16.
+Poličar, P. G., Stražar, M. & Zupan, B. (2024). openTSNE: a modular Python
+    library for t-SNE dimensionality reduction and embedding. JSS 109(3).
+McInnes, L., Healy, J. & Melville, J. (2018). UMAP: uniform manifold
+    approximation and projection for dimension reduction. arXiv:1802.03426.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from sklearn.model_selection import train_test_split
+
+from layerlens.analyses.base import AnalysisContext, skipped
+from layerlens.analyses.neighborhood import neighborhood_hit, trustworthiness
+from layerlens.errors import InputError
+from layerlens.spec import ProjectionSpec
+
+Method = Literal["tsne", "pca", "umap"]
+METHODS: tuple[str, ...] = ("tsne", "pca", "umap")
+#: Layers wider than this are reduced to this many principal components before t-SNE/UMAP.
+PCA_PREPROCESSING = 50
+TSNE_PERPLEXITY = 30.0
+UMAP_NEIGHBORS = 15
+_TSNE_THREADED_FROM = 1000
+_FFT_INTS_IN_INTERVAL = 2
+#: PCA uses a dense eigensolver up to this matrix size, Lanczos iteration above.
+_DENSE_EIGEN_LIMIT = 256
+_AXIS_UNITS = {"pca": "activation units", "tsne": "arbitrary units", "umap": "arbitrary units"}
+_AXIS_NAMES = {"pca": "PC", "tsne": "t-SNE", "umap": "UMAP"}
+
+
+@dataclass(frozen=True)
+class LayerProjection:
+    """One layer's 2-D projection and its quality.
+
+    Attributes
+    ----------
+    coordinates : ndarray, shape (n_points, 2), float32
+        The projection (PCA: in activation units; t-SNE/UMAP: arbitrary).
+    neighborhood_hit : float in [0, 1]
+        NH(k) of ``coordinates`` against the labels.
+    trustworthiness : float in [0, 1]
+        T(k) of ``coordinates`` against the layer's activations.
+    pca_preprocessing : int or None
+        Principal components the method ran on, when the layer was reduced first.
+    parameters : dict
+        Method parameters actually used (``perplexity``, ``n_neighbors``).
+    """
+
+    coordinates: np.ndarray
+    neighborhood_hit: float
+    trustworthiness: float
+    pca_preprocessing: int | None = None
+    parameters: dict[str, float] = field(default_factory=dict)
+
+
+def _check_values(values: np.ndarray, name: str = "values") -> np.ndarray:
+    values = np.asarray(values)
+    if values.ndim != 2 or len(values) < 2:
+        raise InputError(f"{name} must have shape (n_points >= 2, n_features), got {values.shape}")
+    if not np.isfinite(values).all():
+        raise InputError(f"{name} contains NaN or infinite values")
+    return values
+
+
+def pca_embedding(values: np.ndarray, *, n_components: int = 2, seed: int = 0,
+                  device: str = "cpu") -> np.ndarray:
+    """Scores on the leading principal components (centred, not scaled).
+
+    The covariance (d <= n) or Gram (n < d) matrix is formed in float64 on
+    ``device``; its leading eigenvectors come from a dense eigensolver when it
+    is small and from Lanczos iteration (ARPACK, converged to machine
+    precision, seeded start vector) otherwise, so the result is exact PCA,
+    not a randomized approximation. Each component's sign makes its
+    largest-magnitude score positive, so the result does not depend on the
+    solver or device. Components beyond the data's rank are zeros.
+
+    Parameters
+    ----------
+    values : ndarray, shape (n_points, n_features)
+    n_components : int, default 2
+    seed : int, default 0
+        Seeds the Lanczos start vector.
+    device : str, default "cpu"
+        Torch device for the matrix products.
+
+    Returns
+    -------
+    ndarray, shape (n_points, n_components), float64
+        In the units of ``values``.
+
+    References
+    ----------
+    Pearson, K. (1901). On lines and planes of closest fit to systems of points
+    in space. Phil. Mag. 2(11). Lehoucq, R. B., Sorensen, D. C. & Yang, C.
+    (1998). ARPACK users' guide. SIAM.
+    """
+    from scipy.sparse.linalg import eigsh
+
+    values = _check_values(values)
+    if isinstance(n_components, bool) or not isinstance(n_components, int) or n_components < 1:
+        raise InputError(f"n_components must be a positive integer, got {n_components!r}")
+    x = torch.as_tensor(values, dtype=torch.float64, device=device)
+    x = x - x.mean(dim=0, keepdim=True)
+    n, d = x.shape
+    rank = min(n_components, n - 1, d)
+    gram = d > n
+    matrix = (x @ x.T if gram else x.T @ x).cpu().numpy()
+    size = len(matrix)
+    if size <= _DENSE_EIGEN_LIMIT or rank >= size - 1:
+        eigenvalues, vectors = np.linalg.eigh(matrix)
+    else:
+        start = np.random.default_rng(seed).standard_normal(size)
+        eigenvalues, vectors = eigsh(matrix, k=rank, which="LA", v0=start)
+    top = np.argsort(eigenvalues)[::-1][:rank]
+    basis = torch.as_tensor(vectors[:, top].copy(), device=device)
+    if gram:
+        scores = basis * torch.as_tensor(np.sqrt(np.clip(eigenvalues[top], 0, None)),
+                                         device=device)
+    else:
+        scores = x @ basis
+    signs = torch.sign(scores.gather(0, scores.abs().argmax(dim=0, keepdim=True)))
+    scores = scores * torch.where(signs == 0, 1.0, signs)
+    out = np.zeros((n, n_components))
+    out[:, :rank] = scores.cpu().numpy()
+    return out
+
+
+def tsne_embedding(values: np.ndarray, *, perplexity: float = TSNE_PERPLEXITY, seed: int = 0,
+                   n_jobs: int | None = None) -> np.ndarray:
+    """2-D t-SNE (openTSNE; PCA initialisation, learning rate n/12, 750 iterations).
+
+    Repulsive forces by Barnes-Hut below 10,000 points and by FFT-accelerated
+    interpolation (FIt-SNE) from 10,000, openTSNE's choice of the faster one;
+    the interpolation grid has cells 2 embedding units wide (openTSNE's
+    default is 1), about 3x faster at 10,000 points with the same
+    neighbourhood hit.
+
+    Parameters
+    ----------
+    values : ndarray, shape (n_points, n_features)
+    perplexity : float, default 30
+        Effective neighbourhood size, ``0 < perplexity < n_points``.
+    seed : int, default 0
+    n_jobs : int, optional
+        Threads; default torch's thread count, or 1 below 1,000 points, where
+        thread start-up and synchronisation cost more than they save.
+
+    Returns
+    -------
+    ndarray, shape (n_points, 2), float64, arbitrary units.
+
+    References
+    ----------
+    van der Maaten & Hinton (2008), JMLR 9; Linderman et al. (2019), Nature
+    Methods 16; Poličar et al. (2024), JSS 109(3).
+    """
+    from openTSNE import TSNE
+
+    values = _check_values(values)
+    if not 0 < perplexity < len(values):
+        raise InputError(f"perplexity must be in (0, n_points = {len(values)}), got {perplexity}")
+    if n_jobs is None:
+        n_jobs = 1 if len(values) < _TSNE_THREADED_FROM else torch.get_num_threads()
+    # FFT path (openTSNE uses it from 10,000 points): grid cells 2 embedding units wide
+    # instead of 1. On 10,000 jittered digits (benchmarks/projection.py) this cut the run
+    # from 81 s to 29 s on 2 cores with the same NH(6) (0.9969 vs 0.9966).
+    tsne = TSNE(n_components=2, perplexity=perplexity, random_state=seed, n_jobs=n_jobs,
+                ints_in_interval=_FFT_INTS_IN_INTERVAL, verbose=False)
+    return np.asarray(tsne.fit(np.ascontiguousarray(values, dtype=np.float64)), dtype=np.float64)
+
+
+def umap_embedding(values: np.ndarray, *, n_neighbors: int = UMAP_NEIGHBORS,
+                   seed: int = 0) -> np.ndarray:
+    """2-D UMAP (umap-learn, seeded, hence single-threaded).
+
+    Parameters
+    ----------
+    values : ndarray, shape (n_points, n_features)
+    n_neighbors : int, default 15
+        ``2 <= n_neighbors < n_points``.
+    seed : int, default 0
+
+    Returns
+    -------
+    ndarray, shape (n_points, 2), float64, arbitrary units.
+
+    References
+    ----------
+    McInnes, Healy & Melville (2018), arXiv:1802.03426.
+    """
+    values = _check_values(values)
+    if not 2 <= n_neighbors < len(values):
+        raise InputError(f"n_neighbors must be in [2, n_points = {len(values)}), "
+                         f"got {n_neighbors}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # numba/umap chatter: "n_jobs overridden by random_state"
+        import umap
+
+        reducer = umap.UMAP(n_components=2, n_neighbors=n_neighbors, random_state=seed)
+        return np.asarray(reducer.fit_transform(values.astype(np.float32)), dtype=np.float64)
+
+
+def project_layer(values: np.ndarray, labels: np.ndarray, *, method: Method = "tsne",
+                  k: int = 6, seed: int = 0, device: str = "cpu") -> LayerProjection:
+    """Project one layer's activations to 2-D and score the projection.
+
+    Parameters
+    ----------
+    values : ndarray, shape (n_points, n_features)
+        Raw activations (not standardised, as in Rauber et al. 2017).
+    labels : ndarray, shape (n_points,)
+        Class of each point.
+    method : {"tsne", "pca", "umap"}, default "tsne"
+        t-SNE and UMAP run on the first 50 principal components when
+        ``n_features > 50``.
+    k : int, default 6
+        Neighbourhood size of neighbourhood hit and trustworthiness,
+        ``1 <= k < n_points / 2``.
+    seed : int, default 0
+    device : str, default "cpu"
+        Torch device for PCA and trustworthiness.
+
+    Returns
+    -------
+    LayerProjection
+
+    References
+    ----------
+    Rauber et al. (2017), IEEE TVCG 23(1).
+    """
+    values = _check_values(values)
+    if method not in METHODS:
+        raise InputError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    n = len(values)
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k < n / 2:
+        raise InputError(f"k must be an integer with 1 <= k < n_points / 2 "
+                         f"(n_points = {n}), got {k!r}")
+    parameters: dict[str, float] = {}
+    reduced: int | None = None
+    if method == "pca":
+        coordinates = pca_embedding(values, n_components=2, seed=seed, device=device)
+    else:
+        source = values
+        if values.shape[1] > PCA_PREPROCESSING:
+            source = pca_embedding(values, n_components=PCA_PREPROCESSING, seed=seed,
+                                   device=device)
+            reduced = PCA_PREPROCESSING
+        if method == "tsne":
+            perplexity = min(TSNE_PERPLEXITY, (n - 1) / 3.0)
+            parameters["perplexity"] = perplexity
+            coordinates = tsne_embedding(source, perplexity=perplexity, seed=seed)
+        else:
+            n_neighbors = min(UMAP_NEIGHBORS, n - 1)
+            parameters["n_neighbors"] = n_neighbors
+            coordinates = umap_embedding(source, n_neighbors=n_neighbors, seed=seed)
+    coordinates = coordinates.astype(np.float32)
+    return LayerProjection(
+        coordinates=coordinates,
+        neighborhood_hit=neighborhood_hit(coordinates, labels, k=k),
+        trustworthiness=trustworthiness(values, coordinates, k=k, device=device),
+        pca_preprocessing=reduced, parameters=parameters)
+
+
+def stratified_subsample(labels: np.ndarray, max_samples: int | None, *,
+                         seed: int = 0) -> np.ndarray | None:
+    """Sorted row indices of a seeded, class-stratified subsample; None when all rows are kept.
+
+    Each class keeps about its share of ``max_samples`` (scikit-learn's
+    ``train_test_split(stratify=...)``); falls back to a seeded uniform draw
+    when a class has a single sample or there are fewer slots than classes.
+    """
+    labels = np.asarray(labels)
+    n = len(labels)
+    if max_samples is None or max_samples >= n:
+        return None
+    if max_samples < 2:
+        raise InputError(f"max_samples must be at least 2, got {max_samples}")
+    counts = np.unique(labels, return_counts=True)[1]
+    if max_samples >= len(counts) and n - max_samples >= len(counts) and counts.min() >= 2:
+        keep, _ = train_test_split(np.arange(n), train_size=max_samples, random_state=seed,
+                                   stratify=labels)
+    else:
+        keep = np.random.default_rng(seed).choice(n, max_samples, replace=False)
+    return np.sort(np.asarray(keep, dtype=np.int64))
+
+
+def scatter_figure(coordinates: np.ndarray, labels: np.ndarray, class_names: tuple[str, ...],
+                   *, layer: str, method: str, k: int, neighborhood_hit: float,
+                   trustworthiness: float) -> Any:
+    """The projection as a scatter plot coloured by class, with a legend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 5.6), constrained_layout=True)
+    n_classes = len(class_names)
+    cmap = plt.get_cmap("tab10" if n_classes <= 10 else "tab20" if n_classes <= 20 else "turbo")
+    size = float(np.clip(2000.0 / max(len(coordinates), 1), 2.0, 30.0))
+    for index, name in enumerate(class_names):
+        mask = labels == index
+        if mask.any():
+            color = cmap(index if n_classes <= 20 else index / max(n_classes - 1, 1))
+            ax.scatter(coordinates[mask, 0], coordinates[mask, 1], s=size, color=color,
+                       alpha=0.8, linewidths=0, label=name)
+    axis, units = _AXIS_NAMES[method], _AXIS_UNITS[method]
+    ax.set_xlabel(f"{axis} 1 ({units})")
+    ax.set_ylabel(f"{axis} 2 ({units})")
+    ax.set_title(f"{layer}\n{method.upper() if method == 'pca' else _AXIS_NAMES[method]}: "
+                 f"NH({k}) = {neighborhood_hit:.3f}, trustworthiness({k}) = "
+                 f"{trustworthiness:.3f}", fontsize=10)
+    if n_classes <= 30:
+        ax.legend(title="class", fontsize=7, markerscale=max(1.0, 6.0 / np.sqrt(size)),
+                  loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False,
+                  ncols=1 if n_classes <= 15 else 2)
+    return fig
+
+
+def _unusable(values: np.ndarray) -> str | None:
+    if not np.isfinite(values).all():
+        return "activations contain NaN or infinite values"
+    if np.ptp(values, axis=0).max(initial=0.0) == 0.0:
+        return "activations are the same for every sample: nothing to project"
+    return None
+
+
+def run(spec: ProjectionSpec, ctx: AnalysisContext) -> dict[str, Any]:
+    """The ``projection`` section of ``report.json``: one scatter and two scores per layer."""
+    labels_all = ctx.activations.y
+    n_all = len(labels_all)
+    keep = stratified_subsample(labels_all, spec.max_samples, seed=spec.seed)
+    labels = labels_all if keep is None else labels_all[keep]
+    n = len(labels)
+    if not spec.k < n / 2:
+        raise InputError(f"projection.k must be below half the number of points ({n}), "
+                         f"got {spec.k}")
+    section: dict[str, Any] = {
+        "method": spec.method, "k": spec.k, "n_points": n,
+        "standardized": False,
+        "pca_preprocessing": None if spec.method == "pca" else PCA_PREPROCESSING,
+        "trustworthiness_space": "the layer's stored activations",
+    }
+    if keep is not None:
+        section.update(subsampled_from=n_all, subsample="stratified by class", seed=spec.seed,
+                       sample_indices=ctx.artifacts.npy(keep, "projection", "sample_indices"))
+    chosen = ctx.layers(spec.layers)
+    entries: list[dict[str, Any]] = []
+    section["layers"] = entries
+    for step, captured in enumerate(chosen, start=1):
+        name = captured.info.name
+        values = captured.values if keep is None else captured.values[keep]
+        reason = _unusable(values)
+        if reason is not None:
+            entries.append(skipped(name, reason))
+            stop = ctx.report_progress(step, len(chosen))
+        else:
+            result = project_layer(values, labels, method=spec.method, k=spec.k,
+                                   seed=spec.seed, device=ctx.device)
+            entries.append(_layer_entry(spec, ctx, name, values.shape[1], result, labels))
+            stop = ctx.report_progress(step, len(chosen),
+                                       neighborhood_hit=result.neighborhood_hit,
+                                       trustworthiness=result.trustworthiness)
+        if stop:
+            break
+    section["complete"] = len(entries) == len(chosen)
+    return section
+
+
+def _layer_entry(spec: ProjectionSpec, ctx: AnalysisContext, name: str, n_features: int,
+                 result: LayerProjection, labels: np.ndarray) -> dict[str, Any]:
+    figure = scatter_figure(result.coordinates, labels, ctx.dataset.class_names, layer=name,
+                            method=spec.method, k=spec.k,
+                            neighborhood_hit=result.neighborhood_hit,
+                            trustworthiness=result.trustworthiness)
+    entry: dict[str, Any] = {
+        "layer": name, "method": spec.method,
+        "neighborhood_hit": float(result.neighborhood_hit),
+        "trustworthiness": float(result.trustworthiness),
+        "n_features": int(n_features),
+        "pca_preprocessing": result.pca_preprocessing,
+        "image": ctx.artifacts.png(figure, "projection", spec.method, name),
+        "coordinates": ctx.artifacts.npy(result.coordinates, "projection", spec.method, name),
+    }
+    entry.update({key: float(value) for key, value in result.parameters.items()})
+    return entry
