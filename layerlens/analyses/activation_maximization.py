@@ -313,55 +313,44 @@ def _as_picture(x: np.ndarray, low: np.ndarray, high: np.ndarray) -> tuple[np.nd
     return scaled.mean(axis=0), f" (mean of {x.shape[0]} channels)"
 
 
-def _image_axes(ax: Any, picture: np.ndarray, title: str) -> Any:
-    height, width = picture.shape[:2]
-    shown = ax.imshow(picture, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
-    ax.set_xticks([0, width - 1])
-    ax.set_yticks([0, height - 1])
-    ax.tick_params(labelsize=7, length=2)
-    ax.set_title(title, fontsize=8)
-    return shown
+_MIN_PICTURE_PIXELS = 96  # per-unit pictures are upscaled to at least this size
+
+
+def _side_by_side(optimised: np.ndarray, example: np.ndarray, *, low: np.ndarray,
+                  high: np.ndarray) -> np.ndarray:
+    """Optimised input (left) and the dataset's strongest example (right), upscaled with
+    nearest neighbours, black = data min, white = data max; the report's table carries
+    the numbers."""
+    left, right = _as_picture(optimised, low, high)[0], _as_picture(example, low, high)[0]
+    scale = max(1, -(-_MIN_PICTURE_PIXELS // max(left.shape[:2])))
+    left, right = (np.repeat(np.repeat(p, scale, axis=0), scale, axis=1) for p in (left, right))
+    gap = np.ones((left.shape[0], max(4, scale), *left.shape[2:]))
+    return np.concatenate([left, gap, right], axis=1)
 
 
 def _unit_figure(optimised: np.ndarray, example: np.ndarray, *, low: np.ndarray,
                  high: np.ndarray, title: str, activation: float, example_value: float,
                  example_label: str) -> Any:
-    """Optimised input (left) beside the dataset's strongest example (right)."""
-    if is_image_shape(optimised.shape):
-        fig, axes = plt.subplots(1, 2, figsize=(5.6, 3.2))
-        fig.subplots_adjust(left=0.08, right=0.84, bottom=0.14, top=0.78, wspace=0.35)
-        shown: Any = None
-        for ax, x, name in ((axes[0], optimised, f"optimised: {activation:.4g}"),
-                            (axes[1], example, f"dataset max: {example_value:.4g}\n"
-                                               f"(class {example_label})")):
-            picture, note = _as_picture(x, low, high)
-            shown = _image_axes(ax, picture, name + note)
-            ax.set_xlabel("x (pixel)", fontsize=8)
-        axes[0].set_ylabel("y (pixel)", fontsize=8)
-        if optimised.shape[0] != 3:
-            bar = fig.colorbar(shown, cax=fig.add_axes((0.87, 0.2, 0.025, 0.5)), ticks=[0, 1])
-            bar.set_label("pixel, 0 = data min,\n1 = data max", fontsize=7)
-            bar.ax.tick_params(labelsize=7)
-    else:
-        span = np.maximum(np.asarray(high) - np.asarray(low), 1e-12)
-        flat_opt = ((optimised - low) / span).reshape(-1)
-        flat_ex = ((example - low) / span).reshape(-1)
-        index = np.arange(flat_opt.size)
-        fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), sharey=True)
-        fig.subplots_adjust(left=0.09, right=0.98, bottom=0.15, top=0.8, wspace=0.08)
-        for ax, values, name, colour in (
-                (axes[0], flat_opt, f"optimised: {activation:.4g}", "tab:red"),
-                (axes[1], flat_ex, f"dataset max: {example_value:.4g} (class {example_label})",
-                 "tab:blue")):
-            if values.size <= 64:
-                ax.bar(index, values, color=colour, width=0.8)
-            else:
-                ax.step(index, values, where="mid", color=colour, lw=1.0)
-            ax.set_ylim(-0.05, 1.05)
-            ax.set_title(name, fontsize=9)
-            ax.set_xlabel("input feature", fontsize=8)
-            ax.tick_params(labelsize=7)
-        axes[0].set_ylabel("position in data range\n(0 = min, 1 = max)", fontsize=8)
+    """Vector inputs: optimised input (left) beside the dataset's strongest example (right)."""
+    span = np.maximum(np.asarray(high) - np.asarray(low), 1e-12)
+    flat_opt = ((optimised - low) / span).reshape(-1)
+    flat_ex = ((example - low) / span).reshape(-1)
+    index = np.arange(flat_opt.size)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), sharey=True)
+    fig.subplots_adjust(left=0.09, right=0.98, bottom=0.15, top=0.8, wspace=0.08)
+    for ax, values, name, colour in (
+            (axes[0], flat_opt, f"optimised: {activation:.4g}", "tab:red"),
+            (axes[1], flat_ex, f"dataset max: {example_value:.4g} (class {example_label})",
+             "tab:blue")):
+        if values.size <= 64:
+            ax.bar(index, values, color=colour, width=0.8)
+        else:
+            ax.step(index, values, where="mid", color=colour, lw=1.0)
+        ax.set_ylim(-0.05, 1.05)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("input feature", fontsize=8)
+        ax.tick_params(labelsize=7)
+    axes[0].set_ylabel("position in data range\n(0 = min, 1 = max)", fontsize=8)
     fig.suptitle(title, fontsize=10)
     return fig
 
@@ -422,10 +411,15 @@ def _layer_entry(ctx: AnalysisContext, spec: ActivationMaximizationSpec, index: 
         best = int(np.argmax(scores[:, unit]))
         label = ctx.dataset.class_names[int(ctx.dataset.y[best])]
         activation, best_value = float(result.activations[b]), float(scores[best, unit])
-        figure = _unit_figure(result.inputs[b], samples[best], low=low, high=high,
-                              title=f"layer {name}, {what} {unit}",
-                              activation=activation, example_value=best_value,
-                              example_label=label)
+        parts = (_KIND, f"{index:02d}", name, f"unit{unit}")
+        if is_image_shape(result.inputs[b].shape):
+            image = ctx.artifacts.image(
+                _side_by_side(result.inputs[b], samples[best], low=low, high=high), *parts)
+        else:
+            image = ctx.artifacts.png(_unit_figure(
+                result.inputs[b], samples[best], low=low, high=high,
+                title=f"layer {name}, {what} {unit}", activation=activation,
+                example_value=best_value, example_label=label), *parts)
         entries.append({
             "unit": int(unit),
             "activation": activation,
@@ -433,9 +427,8 @@ def _layer_entry(ctx: AnalysisContext, spec: ActivationMaximizationSpec, index: 
             "dataset_mean_activation": float(scores[:, unit].mean()),
             "dataset_example_index": best,
             "dataset_example_label": label,
-            "image": ctx.artifacts.png(figure, _KIND, f"{index:02d}", name, f"unit{unit}"),
-            "array": ctx.artifacts.npy(result.inputs[b], _KIND, f"{index:02d}", name,
-                                       f"unit{unit}"),
+            "image": image,
+            "array": ctx.artifacts.npy(result.inputs[b], *parts),
         })
     grid = _grid_figure(result.inputs, units, result.activations, low=low, high=high,
                         title=f"layer {name}: optimised input per {what}")

@@ -46,6 +46,19 @@ class ArtifactWriter:
         self.written.append(name)
         return name
 
+    def image(self, picture: np.ndarray, *parts: str) -> str:
+        """Save an (H, W) grey image in [0, 1] or an (H, W, 3) RGB image as PNG, no axes.
+
+        About 50x faster than a matplotlib figure: for the many small per-unit images.
+        """
+        import matplotlib.image
+
+        name = self.name(*parts, suffix=".png")
+        matplotlib.image.imsave(self.folder / name, np.clip(picture, 0.0, 1.0), cmap="gray",
+                                vmin=0.0, vmax=1.0)
+        self.written.append(name)
+        return name
+
     def npy(self, array: np.ndarray, *parts: str) -> str:
         name = self.name(*parts, suffix=".npy")
         np.save(self.folder / name, np.asarray(array), allow_pickle=False)

@@ -166,7 +166,12 @@ def pca_embedding(values: np.ndarray, *, n_components: int = 2, seed: int = 0,
 
 def tsne_embedding(values: np.ndarray, *, perplexity: float = TSNE_PERPLEXITY, seed: int = 0,
                    n_jobs: int | None = None) -> np.ndarray:
-    """2-D t-SNE (openTSNE; PCA initialisation, learning rate n/12, 750 iterations).
+    """2-D t-SNE (openTSNE; PCA initialisation, learning rate n/12, 125 + 250 iterations).
+
+    125 early-exaggeration and 250 normal iterations instead of openTSNE's
+    250 + 500: on raw digits (1797 points) NH(6) 0.9835 vs 0.9829 and
+    trustworthiness(5) 0.9949 vs 0.9946, in 2.1 s instead of 4.9 s on 2 cores;
+    a report runs t-SNE once per layer.
 
     Repulsive forces by Barnes-Hut below 10,000 points and by FFT-accelerated
     interpolation (FIt-SNE) from 10,000, openTSNE's choice of the faster one;
@@ -204,7 +209,8 @@ def tsne_embedding(values: np.ndarray, *, perplexity: float = TSNE_PERPLEXITY, s
     # instead of 1. On 10,000 jittered digits (benchmarks/projection.py) this cut the run
     # from 81 s to 29 s on 2 cores with the same NH(6) (0.9969 vs 0.9966).
     tsne = TSNE(n_components=2, perplexity=perplexity, random_state=seed, n_jobs=n_jobs,
-                ints_in_interval=_FFT_INTS_IN_INTERVAL, verbose=False)
+                ints_in_interval=_FFT_INTS_IN_INTERVAL, early_exaggeration_iter=125,
+                n_iter=250, verbose=False)
     return np.asarray(tsne.fit(np.ascontiguousarray(values, dtype=np.float64)), dtype=np.float64)
 
 
