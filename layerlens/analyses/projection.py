@@ -57,6 +57,9 @@ Method = Literal["tsne", "pca", "umap"]
 METHODS: tuple[str, ...] = ("tsne", "pca", "umap")
 #: Layers wider than this are reduced to this many principal components before t-SNE/UMAP.
 PCA_PREPROCESSING = 50
+# Exact nearest neighbours for the t-SNE affinities up to this many points: at 10,000
+# points in 50-D they take 0.7 s against 3.9 s for openTSNE's approximate (Annoy) search.
+_EXACT_NEIGHBORS_UP_TO = 20_000
 TSNE_PERPLEXITY = 30.0
 UMAP_NEIGHBORS = 15
 _TSNE_THREADED_FROM = 1000
@@ -210,7 +213,8 @@ def tsne_embedding(values: np.ndarray, *, perplexity: float = TSNE_PERPLEXITY, s
     # from 81 s to 29 s on 2 cores with the same NH(6) (0.9969 vs 0.9966).
     tsne = TSNE(n_components=2, perplexity=perplexity, random_state=seed, n_jobs=n_jobs,
                 ints_in_interval=_FFT_INTS_IN_INTERVAL, early_exaggeration_iter=125,
-                n_iter=250, verbose=False)
+                n_iter=250, neighbors="exact" if len(values) <= _EXACT_NEIGHBORS_UP_TO else "auto",
+                verbose=False)
     return np.asarray(tsne.fit(np.ascontiguousarray(values, dtype=np.float64)), dtype=np.float64)
 
 
