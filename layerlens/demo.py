@@ -84,6 +84,8 @@ def run_demo(out: Path, *, seconds: float = 5.0) -> None:
     files = {"onnx": export_onnx(model, out / "digits_cnn.onnx", DIGITS_SHAPE),
              "torchscript": export_torchscript(model, out / "digits_cnn.pt")}
     for fmt, path in files.items():
+        print(f"analysing the {fmt} export: every layer, all four analyses "
+              "(about a minute on 2 cores) ...", flush=True)
         report = analyze(path, digits, out / f"report-{fmt}", AnalyzeOptions())
         print(f"{fmt}: {len(report.model.layers)} layers -> "
               f"{(out / f'report-{fmt}' / 'report.html').resolve()}")
