@@ -18,7 +18,7 @@ Choices, stated in the report section:
   practice that removes noise and cost; trustworthiness is always measured
   against the full stored activations, not the 50 components.
 - t-SNE is openTSNE with perplexity 30 (less when there are fewer than 91
-  points): FFT-accelerated interpolation from 10,000 points (grid cells 2
+  points): FFT-accelerated interpolation from 10,000 points (grid cells 3
   units wide), Barnes-Hut below, as openTSNE chooses. UMAP is umap-learn
   with 15 neighbours.
 - ``k`` (default 6) is the neighbourhood size of both metrics.
@@ -63,7 +63,7 @@ _EXACT_NEIGHBORS_UP_TO = 20_000
 TSNE_PERPLEXITY = 30.0
 UMAP_NEIGHBORS = 15
 _TSNE_THREADED_FROM = 1000
-_FFT_INTS_IN_INTERVAL = 2
+_FFT_INTS_IN_INTERVAL = 3
 #: PCA uses a dense eigensolver up to this matrix size, Lanczos iteration above.
 _DENSE_EIGEN_LIMIT = 256
 _AXIS_UNITS = {"pca": "activation units", "tsne": "arbitrary units", "umap": "arbitrary units"}
@@ -178,9 +178,9 @@ def tsne_embedding(values: np.ndarray, *, perplexity: float = TSNE_PERPLEXITY, s
 
     Repulsive forces by Barnes-Hut below 10,000 points and by FFT-accelerated
     interpolation (FIt-SNE) from 10,000, openTSNE's choice of the faster one;
-    the interpolation grid has cells 2 embedding units wide (openTSNE's
-    default is 1), about 3x faster at 10,000 points with the same
-    neighbourhood hit.
+    the interpolation grid has cells 3 embedding units wide (openTSNE's
+    default is 1), several times faster at 10,000 points with the same
+    neighbourhood hit (measurements beside the call).
 
     Parameters
     ----------
@@ -208,9 +208,10 @@ def tsne_embedding(values: np.ndarray, *, perplexity: float = TSNE_PERPLEXITY, s
         raise InputError(f"perplexity must be in (0, n_points = {len(values)}), got {perplexity}")
     if n_jobs is None:
         n_jobs = 1 if len(values) < _TSNE_THREADED_FROM else torch.get_num_threads()
-    # FFT path (openTSNE uses it from 10,000 points): grid cells 2 embedding units wide
-    # instead of 1. On 10,000 jittered digits (benchmarks/projection.py) this cut the run
-    # from 81 s to 29 s on 2 cores with the same NH(6) (0.9969 vs 0.9966).
+    # FFT path (openTSNE uses it from 10,000 points): interpolation cells 3 embedding units
+    # wide instead of 1. On 10,000 jittered digits (benchmarks/projection.py, 2 cores): at
+    # 250+500 iterations, cells of 1 and 2 units took 81 s and 29 s (NH(6) 0.9966, 0.9969);
+    # at 125+250 iterations, cells of 2 and 3 units took 10.3 s and 7.0 s (0.9964, 0.9968).
     tsne = TSNE(n_components=2, perplexity=perplexity, random_state=seed, n_jobs=n_jobs,
                 ints_in_interval=_FFT_INTS_IN_INTERVAL, early_exaggeration_iter=125,
                 n_iter=250, neighbors="exact" if len(values) <= _EXACT_NEIGHBORS_UP_TO else "auto",
