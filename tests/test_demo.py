@@ -14,7 +14,7 @@ import pytest
 def test_demo_prints_where_the_reports_are(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "layerlens", "demo", "--out", str(tmp_path), "--seconds", "2"],
-        capture_output=True, text=True, timeout=300)
+        capture_output=True, text=True, timeout=540)
     assert result.returncode == 0, result.stderr
     accuracy = float(re.search(r"held-out accuracy: ([0-9.]+)", result.stdout).group(1))
     assert accuracy > 0.8
