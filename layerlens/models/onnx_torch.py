@@ -847,6 +847,14 @@ def _unsupported_label(node: onnx.NodeProto, opset: int) -> str | None:
     return f"{node.op_type}({reason})" if reason else None
 
 
+def _initializer_label(tensor: onnx.TensorProto) -> str | None:
+    """A label for an initializer whose element type torch cannot hold (float8, int4...)."""
+    if tensor.data_type in _TORCH_DTYPES:
+        return None
+    type_name = onnx.TensorProto.DataType.Name(tensor.data_type)
+    return f"initializer {tensor.name!r} of type {type_name}"
+
+
 def _constant_array(attrs: _Attrs) -> np.ndarray:
     """The tensor a (supported) Constant node produces."""
     for name, dtype in _CONSTANT_ATTRIBUTES.items():
@@ -885,7 +893,8 @@ def unsupported_operators(model: onnx.ModelProto) -> list[str]:
         ``Resize(mode=cubic)``. Empty when the whole graph can be run.
     """
     opset = _default_opset(model)
-    labels = (_unsupported_label(node, opset) for node in model.graph.node)
+    labels = [_unsupported_label(node, opset) for node in model.graph.node]
+    labels += [_initializer_label(tensor) for tensor in model.graph.initializer]
     return sorted({label for label in labels if label})
 
 
@@ -911,7 +920,8 @@ class OnnxTorchGraph(torch.nn.Module):
         unsupported = unsupported_operators(model)
         if unsupported:
             raise GradientUnavailableError(
-                "ONNX operators without a torch implementation: " + ", ".join(unsupported)
+                "ONNX operators or tensors without a torch implementation: "
+                + ", ".join(unsupported)
             )
         opset = _default_opset(model)
         self._buffer_names: dict[str, str] = {}

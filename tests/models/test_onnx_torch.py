@@ -966,7 +966,7 @@ def test_unsupported_operators_are_listed_and_refused() -> None:
     model = _graph(13, nodes, {"x": _floats(1, 1, 2, 2)}, {})
     expected = ["NonMaxSuppression", "Resize(mode=cubic)", "com.microsoft.FusedConv"]
     assert unsupported_operators(model) == expected
-    message = "ONNX operators without a torch implementation: " + ", ".join(expected)
+    message = "ONNX operators or tensors without a torch implementation: " + ", ".join(expected)
     with pytest.raises(GradientUnavailableError, match=re.escape(message)):
         OnnxTorchGraph(model)
 
@@ -1037,3 +1037,18 @@ def test_cuda_matches_cpu_including_gradients(name: str) -> None:
         results[device] = (y.detach().cpu(), gradient.cpu())
     for cpu, cuda in zip(results["cpu"], results["cuda"], strict=True):
         torch.testing.assert_close(cuda, cpu, rtol=1e-3, atol=1e-4)
+
+
+def test_initializer_of_a_type_torch_lacks_is_reported_not_raised():
+    """A float8 weight: the interpreter refuses it by name instead of failing inside torch."""
+    weight = helper.make_tensor("w8", TensorProto.FLOAT8E4M3FN, [2], [1.0, 2.0])
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["w8"], ["w"], to=TensorProto.FLOAT, name="cast"),
+         helper.make_node("Add", ["x", "w"], ["y"], name="add")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 2])], [weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+    labels = unsupported_operators(model)
+    assert labels == ["initializer 'w8' of type FLOAT8E4M3FN"]
+    with pytest.raises(GradientUnavailableError, match="FLOAT8E4M3FN"):
+        OnnxTorchGraph(model)
