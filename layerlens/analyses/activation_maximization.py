@@ -33,12 +33,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import matplotlib
 import numpy as np
 import torch
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 
 from layerlens.analyses.base import AnalysisContext, skipped
 from layerlens.analyses.parametrization import (
@@ -55,6 +51,7 @@ from layerlens.analyses.parametrization import (
 from layerlens.capture import LayerActivations
 from layerlens.errors import GradientUnavailableError, InputError
 from layerlens.models.base import InputSpec
+from layerlens.report.plots import plt
 from layerlens.spec import ActivationMaximizationSpec
 
 Objective = Literal["channel", "neuron"]

@@ -28,7 +28,6 @@ class ArtifactWriter:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self.written: list[str] = []
 
     @staticmethod
     def name(*parts: str, suffix: str) -> str:
@@ -38,12 +37,11 @@ class ArtifactWriter:
 
     def png(self, figure: Any, *parts: str) -> str:
         """Save a matplotlib figure (and close it); returns the artifact name."""
-        import matplotlib.pyplot as plt
+        from layerlens.report.plots import plt
 
         name = self.name(*parts, suffix=".png")
         figure.savefig(self.folder / name, dpi=100)
         plt.close(figure)
-        self.written.append(name)
         return name
 
     def image(self, picture: np.ndarray, *parts: str) -> str:
@@ -56,13 +54,11 @@ class ArtifactWriter:
         name = self.name(*parts, suffix=".png")
         matplotlib.image.imsave(self.folder / name, np.clip(picture, 0.0, 1.0), cmap="gray",
                                 vmin=0.0, vmax=1.0)
-        self.written.append(name)
         return name
 
     def npy(self, array: np.ndarray, *parts: str) -> str:
         name = self.name(*parts, suffix=".npy")
         np.save(self.folder / name, np.asarray(array), allow_pickle=False)
-        self.written.append(name)
         return name
 
 

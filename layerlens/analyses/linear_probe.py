@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from layerlens.analyses.base import AnalysisContext, skipped
 from layerlens.capture import LayerActivations, ProgressCallback
 from layerlens.errors import InputError
+from layerlens.report.plots import plt
 from layerlens.spec import LinearProbeSpec
 
 #: L-BFGS iterations between two progress reports (and convergence checks).
@@ -451,11 +452,6 @@ class LinearProbeSection(BaseModel):
 
 def _figure(names: Sequence[str], rows: Sequence[dict[str, Any]], chance: float) -> Any:
     """Train and test accuracy against depth, with chance level."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     position = {name: i for i, name in enumerate(names)}
     probed = [row for row in rows if "test_accuracy" in row]
     depth = [position[row["layer"]] for row in probed]

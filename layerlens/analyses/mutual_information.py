@@ -26,10 +26,6 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 
 from layerlens.analyses.base import AnalysisContext, skipped
@@ -40,6 +36,7 @@ from layerlens.analyses.mi_estimators import (
     ksg_label_mi,
 )
 from layerlens.capture import LayerActivations
+from layerlens.report.plots import plt
 from layerlens.spec import MutualInformationSpec
 
 #: Widest layer the KSG estimator is run on (nearest neighbours in high dimension are noise).

@@ -46,11 +46,12 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from sklearn.model_selection import train_test_split
 
 from layerlens.analyses.base import AnalysisContext, skipped
 from layerlens.analyses.neighborhood import neighborhood_hit, trustworthiness
+from layerlens.data.dataset import stratified_subsample
 from layerlens.errors import InputError
+from layerlens.report.plots import plt
 from layerlens.spec import ProjectionSpec
 
 Method = Literal["tsne", "pca", "umap"]
@@ -311,38 +312,10 @@ def project_layer(values: np.ndarray, labels: np.ndarray, *, method: Method = "t
         pca_preprocessing=reduced, parameters=parameters)
 
 
-def stratified_subsample(labels: np.ndarray, max_samples: int | None, *,
-                         seed: int = 0) -> np.ndarray | None:
-    """Sorted row indices of a seeded, class-stratified subsample; None when all rows are kept.
-
-    Each class keeps about its share of ``max_samples`` (scikit-learn's
-    ``train_test_split(stratify=...)``); falls back to a seeded uniform draw
-    when a class has a single sample or there are fewer slots than classes.
-    """
-    labels = np.asarray(labels)
-    n = len(labels)
-    if max_samples is None or max_samples >= n:
-        return None
-    if max_samples < 2:
-        raise InputError(f"max_samples must be at least 2, got {max_samples}")
-    counts = np.unique(labels, return_counts=True)[1]
-    if max_samples >= len(counts) and n - max_samples >= len(counts) and counts.min() >= 2:
-        keep, _ = train_test_split(np.arange(n), train_size=max_samples, random_state=seed,
-                                   stratify=labels)
-    else:
-        keep = np.random.default_rng(seed).choice(n, max_samples, replace=False)
-    return np.sort(np.asarray(keep, dtype=np.int64))
-
-
 def scatter_figure(coordinates: np.ndarray, labels: np.ndarray, class_names: tuple[str, ...],
                    *, layer: str, method: str, k: int, neighborhood_hit: float,
                    trustworthiness: float) -> Any:
     """The projection as a scatter plot coloured by class, with a legend."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     fig, ax = plt.subplots(figsize=(6.4, 5.6), constrained_layout=True)
     n_classes = len(class_names)
     cmap = plt.get_cmap("tab10" if n_classes <= 10 else "tab20" if n_classes <= 20 else "turbo")

@@ -88,16 +88,9 @@ class Dataset:
 
     def subsample(self, max_samples: int | None, *, seed: int = 0) -> Dataset:
         """At most ``max_samples`` samples, drawn stratified and seeded, in original order."""
-        if max_samples is None or max_samples >= self.n_samples:
+        keep = stratified_subsample(self.y, max_samples, seed=seed)
+        if keep is None:
             return self
-        if max_samples < 1:
-            raise InputError(f"max_samples must be at least 1, got {max_samples}")
-        if max_samples >= self.n_classes and np.bincount(self.y).min() >= 2:
-            keep, _ = train_test_split(np.arange(self.n_samples), train_size=max_samples,
-                                       random_state=seed, stratify=self.y)
-        else:
-            keep = np.random.default_rng(seed).choice(self.n_samples, max_samples, replace=False)
-        keep = np.sort(keep)
         return Dataset(self.ref, self.x[keep], self.y[keep], self.class_names, self.image_shape)
 
     def batches(self, batch_size: int,
@@ -109,3 +102,26 @@ class Dataset:
         for start in range(0, len(order), batch_size):
             chunk = order[start:start + batch_size]
             yield self.x[chunk], self.y[chunk]
+
+
+def stratified_subsample(labels: np.ndarray, max_samples: int | None, *,
+                         seed: int = 0) -> np.ndarray | None:
+    """Sorted row indices of a seeded, class-stratified subsample; None when all rows are kept.
+
+    Each class keeps about its share of ``max_samples`` (scikit-learn's
+    ``train_test_split(stratify=...)``); falls back to a seeded uniform draw
+    when a class has a single sample or there are fewer slots than classes.
+    """
+    labels = np.asarray(labels)
+    n = len(labels)
+    if max_samples is None or max_samples >= n:
+        return None
+    if max_samples < 1:
+        raise InputError(f"max_samples must be at least 1, got {max_samples}")
+    counts = np.unique(labels, return_counts=True)[1]
+    if max_samples >= len(counts) and n - max_samples >= len(counts) and counts.min() >= 2:
+        keep, _ = train_test_split(np.arange(n), train_size=max_samples, random_state=seed,
+                                   stratify=labels)
+    else:
+        keep = np.random.default_rng(seed).choice(n, max_samples, replace=False)
+    return np.sort(np.asarray(keep, dtype=np.int64))

@@ -11,7 +11,6 @@ import torch
 from layerlens.errors import ModelFormatError, ShapeMismatchError
 from layerlens.models.base import InputSpec, LayerInfo, ProbedModel
 from layerlens.models.torchscript_graph import (
-    GraphLayer,
     capture_function,
     find_module_outputs,
     inlined_forward_graph,
@@ -45,14 +44,14 @@ class TorchScriptModel(ProbedModel):
         self._graph = inlined_forward_graph(module)
         self._graph_layers = find_module_outputs(self._graph)
         self._functions: dict[tuple[str, ...], torch._C.ScriptFunction] = {}
-        by_name = {layer.name: layer for layer in self._graph_layers}
-        self._by_name = by_name
+        # every module output, until the probe shows which are float tensors
+        self._by_name = {layer.name: layer for layer in self._graph_layers}
         shapes = self._probe_shapes(input_spec, device)
         layers = [
             LayerInfo(layer.name, layer.module_type, shapes[layer.name])
             for layer in self._graph_layers if layer.name in shapes
         ]
-        self._by_name = {layer.name: by_name[layer.name] for layer in layers}
+        self._by_name = {name: self._by_name[name] for name in shapes}
         super().__init__(format="torchscript", sha256=sha256, input_spec=input_spec,
                          layers=layers, device=device)
 
@@ -79,15 +78,12 @@ class TorchScriptModel(ProbedModel):
         key = tuple(names)
         function = self._functions.get(key)
         if function is None:
-            function = capture_function(self._graph, [self._graph_layer(n) for n in names])
+            function = capture_function(self._graph, [self._by_name[n] for n in names])
             self._functions[key] = function
         outputs = function(self._module._c, x)
         if not isinstance(outputs, tuple):
             outputs = (outputs,)
         return dict(zip(names, outputs, strict=True))
-
-    def _graph_layer(self, name: str) -> GraphLayer:
-        return self._by_name[name]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The module's plain forward pass (for comparisons and benchmarks)."""

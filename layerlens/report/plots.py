@@ -1,4 +1,7 @@
-"""PNG figures (matplotlib, Agg backend: no display needed)."""
+"""PNG figures (matplotlib, Agg backend: no display needed).
+
+The one place that selects the backend: figures elsewhere import ``plt`` from here.
+"""
 
 from __future__ import annotations
 

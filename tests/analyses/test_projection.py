@@ -21,12 +21,12 @@ from layerlens.analyses.projection import (
     pca_embedding,
     project_layer,
     run,
-    stratified_subsample,
     tsne_embedding,
 )
 from layerlens.analyze import AnalyzeOptions, analyze
 from layerlens.capture import capture_activations
 from layerlens.data import Dataset
+from layerlens.data.dataset import stratified_subsample
 from layerlens.errors import InputError
 from layerlens.models import load_model
 from layerlens.spec import ProjectionSpec, parse_spec
