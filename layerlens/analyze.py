@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,9 @@ from layerlens.report.schema import (
 from layerlens.spec import AnalysisSpec, default_spec
 
 ACTIVATIONS_IMAGE = "activations.png"
+
+#: ``(stage, step, total, metrics) -> stop?``; stage is ``"capture"`` or an analysis kind.
+StageProgress = Callable[[str, int, int, dict[str, float]], bool | None]
 
 
 @dataclass(frozen=True)
@@ -75,11 +78,12 @@ def _activations_section(activations: Activations) -> ActivationsSection:
 
 def analyze(model_path: str | Path, dataset: str | Dataset, out_dir: str | Path,
             options: AnalyzeOptions = AnalyzeOptions(), *,
-            progress: ProgressCallback | None = None) -> Report:
+            progress: StageProgress | None = None) -> Report:
     """Capture every selected layer over the dataset and write the report folder.
 
     Writes ``report.json``, ``report.html`` and the PNG artifacts into
-    ``out_dir`` (created if needed) and returns the report.
+    ``out_dir`` (created if needed) and returns the report. ``progress`` hears
+    of every capture batch and every step of every analysis, stage by stage.
     """
     spec = default_spec() if options.analyses is None else list(options.analyses)
     data = resolve_dataset(dataset) if isinstance(dataset, str) else dataset
@@ -91,14 +95,17 @@ def analyze(model_path: str | Path, dataset: str | Dataset, out_dir: str | Path,
     activations = capture_activations(
         model, subset, layers=chosen, batch_size=options.batch_size,
         memory_budget=options.memory_budget, max_features=options.max_features,
-        seed=options.seed, progress=progress)
+        seed=options.seed, progress=_for_stage(progress, "capture"))
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    context = AnalysisContext(model, subset, activations, ArtifactWriter(out),
-                              device=model.device)
-    sections: dict[str, Any] = {
-        entry.kind: runner(entry.kind)(entry, context) for entry in spec}
+    sections: dict[str, Any] = {}
+    for entry in spec:
+        context = AnalysisContext(model, subset, activations, ArtifactWriter(out),
+                                  device=model.device,
+                                  progress=_for_stage(progress, entry.kind))
+        context.report_progress(0, 1)
+        sections[entry.kind] = runner(entry.kind)(entry, context)
     section = _activations_section(activations)
     ops = {layer.name: layer.op for layer in model.layers}
     activation_summary_png(section.layers, ops, out / ACTIVATIONS_IMAGE)
@@ -113,6 +120,12 @@ def analyze(model_path: str | Path, dataset: str | Dataset, out_dir: str | Path,
     _atomic_write(out / "report.json", report.model_dump_json(indent=2))
     write_html(report, out / "report.html")
     return report
+
+
+def _for_stage(progress: StageProgress | None, stage: str) -> ProgressCallback | None:
+    if progress is None:
+        return None
+    return lambda step, total, metrics: progress(stage, step, total, metrics)
 
 
 def _atomic_write(path: Path, text: str) -> None:

@@ -94,11 +94,53 @@ def _build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--seed", type=int, default=0)
     analyze.add_argument("--out", type=Path, required=True, help="report folder")
 
+    serve = commands.add_parser(
+        "serve", help="the embedded service: HTTP API plus a local Celery worker, no servers")
+    _service_options(serve, port=8000)
+    api = commands.add_parser("api", help="the HTTP API alone (workers run elsewhere)")
+    _service_options(api, port=8000)
+    worker = commands.add_parser("worker", help="a Celery worker (one per GPU)")
+    worker.add_argument("--queues", default="jobs,inspect",
+                        help="comma-separated queues to consume (jobs,inspect)")
+    worker.add_argument("--concurrency", type=_positive_int, default=1)
+    commands.add_parser("migrate", help="alembic upgrade head on LAYERLENS_DATABASE_URL")
+
     demo = commands.add_parser(
         "demo", help="train a small digits CNN, export it to ONNX and TorchScript, analyse both")
     demo.add_argument("--out", type=Path, default=Path("demo-output"))
     demo.add_argument("--seconds", type=float, default=5.0, help="training time budget")
     return parser
+
+
+def _service_options(parser: argparse.ArgumentParser, port: int) -> None:
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=port)
+    parser.add_argument("--data-dir", type=Path,
+                        help="folder of the embedded state (default ./layerlens-data, "
+                             "or LAYERLENS_DATA_DIR)")
+
+
+def _run_service(args: argparse.Namespace) -> int:
+    """serve, api, worker, migrate: the service layer, imported only for these commands."""
+    if getattr(args, "data_dir", None) is not None:
+        os.environ["LAYERLENS_DATA_DIR"] = str(args.data_dir)
+    from service import commands
+    from service.config import Settings
+    from service.db.session import SchemaNotMigrated
+
+    settings = Settings.from_env()
+    try:
+        if args.command == "migrate":
+            commands.migrate(settings)
+            return EXIT_OK
+        if args.command == "worker":
+            return commands.run_worker(args.queues.split(","), args.concurrency)
+        if args.command == "api":
+            return commands.run_api(settings, args.host, args.port)
+        return commands.run_serve(settings, args.host, args.port)
+    except SchemaNotMigrated as exc:
+        print(f"layerlens: error: {exc}", file=sys.stderr)
+        return EXIT_INPUT
 
 
 def _run_analyze(args: argparse.Namespace) -> int:
@@ -139,7 +181,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _build_parser().parse_args(argv)
     except SystemExit as exc:  # usage errors (status 2) and --help (status 0)
         return int(exc.code or 0)
-    handlers = {"analyze": _run_analyze, "demo": _run_demo}
+    handlers = {"analyze": _run_analyze, "demo": _run_demo, "serve": _run_service,
+                "api": _run_service, "worker": _run_service, "migrate": _run_service}
     from layerlens.runtime import keep_freed_memory_for_reuse
 
     keep_freed_memory_for_reuse()

@@ -6,7 +6,6 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from layerlens.errors import DatasetError, InputError
 
@@ -76,6 +75,8 @@ class Dataset:
 
     def split(self, *, test_fraction: float = 0.2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """Deterministic train/test indices, stratified by class where possible."""
+        from sklearn.model_selection import train_test_split
+
         if not 0.0 < test_fraction < 1.0:
             raise InputError(f"test_fraction must be in (0, 1), got {test_fraction}")
         indices = np.arange(self.n_samples)
@@ -112,6 +113,8 @@ def stratified_subsample(labels: np.ndarray, max_samples: int | None, *,
     ``train_test_split(stratify=...)``); falls back to a seeded uniform draw
     when a class has a single sample or there are fewer slots than classes.
     """
+    from sklearn.model_selection import train_test_split
+
     labels = np.asarray(labels)
     n = len(labels)
     if max_samples is None or max_samples >= n:

@@ -19,7 +19,8 @@ from layerlens.errors import DatasetError
 BUILTIN_NAMES = tuple(sorted(BUILTIN))
 
 
-def _load_file(path: Path, ref: str) -> Dataset:
+def load_dataset_file(path: Path, ref: str) -> Dataset:
+    """A dataset from a local `.npz` or `.csv` file, reported under the name `ref`."""
     if not path.is_file():
         raise DatasetError(f"dataset file '{path}' does not exist")
     suffix = path.suffix.lower()
@@ -55,11 +56,11 @@ def resolve_dataset(ref: str, *, roots: Sequence[Path] = (), allow_local: bool =
                                f"(available: {', '.join('builtin:' + n for n in BUILTIN_NAMES)})")
         return BUILTIN[name](ref)
     if ref.startswith("file://"):
-        return _load_file(_under_roots(Path(ref.removeprefix("file://")), roots, ref), ref)
+        return load_dataset_file(_under_roots(Path(ref.removeprefix("file://")), roots, ref), ref)
     if ref.startswith(("dataset:", "s3://")):
         raise DatasetError(f"'{ref}' is resolved by the layerlens service; "
                            "locally, pass a .npz/.csv path or a builtin: reference")
     if allow_local and (ref.endswith((".npz", ".csv", ".NPZ", ".CSV")) or Path(ref).exists()):
-        return _load_file(Path(ref), ref)
+        return load_dataset_file(Path(ref), ref)
     raise DatasetError(f"unknown dataset reference '{ref}' (use builtin:<name>, "
                        "a .npz/.csv path, or file://<path>)")

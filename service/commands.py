@@ -1,0 +1,110 @@
+"""The service's commands: ``layerlens serve``, ``api``, ``worker`` and ``migrate``."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from service.config import Settings
+
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def migrate(settings: Settings) -> None:
+    """``alembic upgrade head`` on the configured database."""
+    from service.db.session import upgrade
+
+    upgrade(settings.database_url)
+    print(f"layerlens: database migrated to head ({_where(settings)})", flush=True)
+
+
+def _where(settings: Settings) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(settings.database_url).render_as_string(hide_password=True)
+
+
+def worker_argv(queues: Sequence[str], *, concurrency: int = 1, name: str = "worker") -> list[str]:
+    """The ``celery worker`` arguments of one layerlens worker process."""
+    return ["worker", f"--queues={','.join(queues)}", f"--concurrency={concurrency}",
+            "--pool=prefork", f"--hostname={name}@%h", "--loglevel=INFO",
+            "--without-gossip", "--without-mingle"]
+
+
+def run_worker(queues: Sequence[str], concurrency: int) -> int:
+    """A Celery worker in this process (blocks until it stops)."""
+    from workers.celery_app import app
+
+    app.worker_main(worker_argv(queues, concurrency=concurrency))
+    return 0
+
+
+def run_api(settings: Settings, host: str, port: int) -> int:
+    """The API alone (production: workers run elsewhere). Refuses an unmigrated database."""
+    import uvicorn
+
+    from service.app import create_app
+
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info",
+                proxy_headers=True, timeout_graceful_shutdown=10)
+    return 0
+
+
+def spawn_workers(env: dict[str, str], log_dir: Path) -> list[subprocess.Popen[bytes]]:
+    """The embedded deployment's two worker processes: jobs, and upload inspection."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    processes = []
+    for queue in ("jobs", "inspect"):
+        log = (log_dir / f"worker-{queue}.log").open("ab")
+        processes.append(subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "workers.celery_app",
+             *worker_argv([queue], name=queue)],
+            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+    return processes
+
+
+def stop(processes: Sequence[subprocess.Popen[bytes]], grace_s: float = 10.0) -> None:
+    for process in processes:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    for process in processes:
+        try:
+            process.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def run_serve(settings: Settings, host: str, port: int) -> int:
+    """API + one real Celery worker per queue, on this machine's data folder.
+
+    The embedded database is migrated here, since this process owns it.
+    """
+    import uvicorn
+
+    from service.app import create_app
+
+    if host not in LOOPBACK:
+        print(f"layerlens: warning: serving on {host} without API keys; anyone who reaches "
+              "this port can upload models, which run as code on this machine", flush=True)
+    if settings.database_url.startswith("sqlite"):
+        migrate(settings)
+    env = {**os.environ, "LAYERLENS_DATA_DIR": str(settings.data_dir),
+           "LAYERLENS_DATABASE_URL": settings.database_url,
+           "LAYERLENS_BROKER_URL": settings.broker_url,
+           "LAYERLENS_STORAGE_URL": settings.storage_url}
+    workers = spawn_workers(env, settings.data_dir / "logs")
+    print(f"layerlens: serving http://{host}:{port} (data: {settings.data_dir}; worker logs: "
+          f"{settings.data_dir / 'logs'})", flush=True)
+    try:
+        uvicorn.run(create_app(settings), host=host, port=port, log_level="warning",
+                    timeout_graceful_shutdown=10)
+    finally:
+        stop(workers)
+    return 0

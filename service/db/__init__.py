@@ -1,0 +1,1 @@
+"""SQL persistence: ORM models, sessions and the job state machine."""

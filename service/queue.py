@@ -1,0 +1,91 @@
+"""The Celery configuration shared by the API (send-only) and the workers.
+
+The API sends tasks by name and never imports worker code. Settings for long
+GPU jobs: late acknowledgement with reject-on-worker-lost (a job whose worker
+dies is delivered again), prefetch 1, soft and hard time limits, and a broker
+visibility timeout longer than the hard limit (so Redis never re-delivers a
+job that is still running).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from kombu import Connection
+
+from service.config import Settings
+
+JOBS_QUEUE = "jobs"
+INSPECT_QUEUE = "inspect"
+RUN_JOB = "layerlens.run_job"
+INSPECT_MODEL = "layerlens.inspect_model"
+INSPECT_DATASET = "layerlens.inspect_dataset"
+INSPECT_TIME_LIMIT_S = 600
+#: How much longer than the hard time limit the broker waits before re-delivering.
+VISIBILITY_MARGIN_S = 3600
+
+
+def transport_options(settings: Settings) -> dict[str, Any]:
+    if settings.embedded:
+        folder = settings.broker_folder
+        for sub in ("queue", "processed", "control"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        return {"data_folder_in": str(folder / "queue"), "data_folder_out": str(folder / "queue"),
+                "processed_folder": str(folder / "processed"), "store_processed": False,
+                "control_folder": str(folder / "control")}
+    return {"visibility_timeout": settings.job_time_limit_s + VISIBILITY_MARGIN_S}
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    return {
+        "broker_url": settings.broker_url,
+        "broker_transport_options": transport_options(settings),
+        "broker_connection_retry_on_startup": True,
+        "task_ignore_result": True,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "worker_concurrency": 1,
+        "task_soft_time_limit": settings.job_time_limit_s - 30,
+        "task_time_limit": settings.job_time_limit_s,
+        "task_routes": {RUN_JOB: {"queue": JOBS_QUEUE},
+                        INSPECT_MODEL: {"queue": INSPECT_QUEUE},
+                        INSPECT_DATASET: {"queue": INSPECT_QUEUE}},
+        "task_default_queue": JOBS_QUEUE,
+        "worker_enable_remote_control": not settings.embedded,
+        "worker_send_task_events": False,
+        "worker_hijack_root_logger": False,
+    }
+
+
+def make_celery(settings: Settings) -> Celery:
+    app = Celery("layerlens")
+    app.conf.update(celery_config(settings))
+    return app
+
+
+class TaskQueue:
+    """Send-only access to the broker: enqueue tasks, count waiting messages, ping."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.celery = make_celery(settings)
+
+    def send(self, task: str, *args: str) -> None:
+        self.celery.send_task(task, args=list(args))
+
+    def depth(self, queue: str) -> int:
+        """Messages waiting in ``queue`` (not counting ones a worker holds)."""
+        with self._connection() as connection:
+            _, count, _ = connection.default_channel.queue_declare(queue=queue, passive=True)
+            return int(count)
+
+    def ping(self) -> None:
+        with self._connection() as connection:
+            connection.ensure_connection(max_retries=1, timeout=2)
+
+    def _connection(self) -> Connection:
+        return Connection(self.settings.broker_url,
+                          transport_options=transport_options(self.settings),
+                          connect_timeout=2)

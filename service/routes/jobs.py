@@ -1,0 +1,245 @@
+"""``/v1/jobs``: create (idempotent), follow, cancel, and read the report and artifacts."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from layerlens.data.resolve import BUILTIN_NAMES
+from layerlens.errors import InputError
+from layerlens.spec import default_spec, parse_spec
+from service import pagination
+from service.context import ServiceContext, context
+from service.db import jobs as state
+from service.db.models import (
+    FINAL_STATES,
+    JOB_STATES,
+    AnalysisResult,
+    Artifact,
+    Dataset,
+    Job,
+    Model,
+)
+from service.db.session import transaction
+from service.problems import Problem
+from service.queue import RUN_JOB
+from service.routes.common import not_found, utc
+from service.schemas import AnalysisState, ArtifactOut, JobCreate, JobOut, Page
+
+router = APIRouter(prefix="/v1/jobs")
+Ctx = Annotated[ServiceContext, Depends(context)]
+#: Seconds a client should wait between two polls of a job.
+POLL_AFTER_S = 2
+REPORT_PAGE = "report.html"
+
+
+def job_out(job: Job) -> JobOut:
+    return JobOut(id=job.id, status=job.status,  # type: ignore[arg-type]
+                  progress=job.progress, stage=job.stage,
+                  analyses={k: AnalysisState(**v) for k, v in job.analyses.items()},
+                  error=job.error, reason=job.reason, model_id=job.model_id,
+                  dataset=job.dataset_ref, attempts=job.attempts,
+                  created_at=utc(job.created_at),  # type: ignore[arg-type]
+                  started_at=utc(job.started_at), finished_at=utc(job.finished_at))
+
+
+def _accepted(job: Job) -> JSONResponse:
+    return JSONResponse(job_out(job).model_dump(mode="json"), status_code=202,
+                        headers={"Location": f"/v1/jobs/{job.id}",
+                                 "Retry-After": str(POLL_AFTER_S)})
+
+
+def _check_dataset(ctx: ServiceContext, ref: str) -> None:
+    if ref.startswith("builtin:"):
+        if ref.removeprefix("builtin:") not in BUILTIN_NAMES:
+            raise Problem(422, f"unknown built-in dataset '{ref}' (available: "
+                               + ", ".join(f"builtin:{n}" for n in BUILTIN_NAMES) + ")")
+        return
+    if ref.startswith("dataset:"):
+        with ctx.sessions() as session:
+            dataset = session.get(Dataset, ref.removeprefix("dataset:"))
+        if dataset is None or dataset.status != "ready":
+            raise Problem(422, f"no uploaded dataset '{ref}' (POST /v1/datasets first)")
+        return
+    if ref.startswith("file://"):
+        from pathlib import Path
+
+        path = Path(ref.removeprefix("file://")).resolve()
+        roots = ctx.settings.dataset_roots
+        if not any(path.is_relative_to(root) for root in roots):
+            raise Problem(422, f"{ref} is outside the allowed dataset roots "
+                               f"({', '.join(map(str, roots)) or 'none configured: set '}"
+                               f"{'' if roots else 'LAYERLENS_DATASET_ROOTS'})")
+        if path.suffix.lower() not in (".npz", ".csv") or not path.is_file():
+            raise Problem(422, f"{ref} is not an existing .npz or .csv file")
+        return
+    raise Problem(422, f"unknown dataset reference '{ref}' (use builtin:<name>, "
+                       "dataset:<id> from POST /v1/datasets, or file://<path> under a root)")
+
+
+def _validated(ctx: ServiceContext, body: JobCreate) -> dict[str, Any]:
+    """The request with its analyses spec validated and defaults filled in."""
+    try:
+        spec = default_spec() if body.analyses is None else parse_spec(body.analyses)
+    except InputError as exc:
+        raise Problem(422, str(exc)) from exc
+    if not spec:
+        raise Problem(422, "analyses is empty: name at least one analysis, or omit the key "
+                           "for all four")
+    with ctx.sessions() as session:
+        model = session.get(Model, body.model_id)
+    if model is None:
+        raise Problem(422, f"no model '{body.model_id}' (POST /v1/models first)")
+    if model.status != "ready":
+        raise Problem(409, f"model '{body.model_id}' is {model.status}")
+    _check_dataset(ctx, body.dataset)
+    request = body.model_dump(mode="json")
+    request["analyses"] = [entry.model_dump(mode="json") for entry in spec]
+    return request
+
+
+@router.post("", status_code=202, response_model=JobOut,
+             summary="Queue an analysis job; poll the Location it returns")
+def create_job(body: JobCreate, ctx: Ctx,
+               idempotency_key: Annotated[str | None, Header(max_length=255)] = None
+               ) -> JSONResponse:
+    digest = hashlib.sha256(json.dumps(body.model_dump(mode="json"),
+                                       sort_keys=True).encode()).hexdigest()
+    if idempotency_key:
+        replay = _replay(ctx, idempotency_key, digest)
+        if replay is not None:
+            return _accepted(replay)
+    request = _validated(ctx, body)
+    job = Job(model_id=body.model_id, dataset_ref=body.dataset, request=request,
+              request_sha256=digest, idempotency_key=idempotency_key or None,
+              analyses={e["kind"]: {"state": "pending"} for e in request["analyses"]})
+    try:
+        with transaction(ctx.sessions) as session:
+            session.add(job)
+    except IntegrityError:  # the same key raced in from another request
+        replay = _replay(ctx, idempotency_key or "", digest)
+        if replay is None:
+            raise
+        return _accepted(replay)
+    ctx.queue.send(RUN_JOB, job.id)
+    return _accepted(job)
+
+
+def _replay(ctx: ServiceContext, key: str, digest: str) -> Job | None:
+    with ctx.sessions() as session:
+        job = session.scalars(select(Job).where(Job.idempotency_key == key)).first()
+    if job is not None and job.request_sha256 != digest:
+        raise Problem(422, "this Idempotency-Key was used with a different request body; "
+                           "use a new key for a new job")
+    return job
+
+
+@router.get("", response_model=Page[JobOut])
+def list_jobs(ctx: Ctx, cursor: str | None = None,
+              status: Annotated[str | None, Query(description="one of " + ", ".join(JOB_STATES))
+                                ] = None,
+              limit: Annotated[int, Query(ge=1, le=pagination.MAX_LIMIT)] = 50) -> Page[JobOut]:
+    query = select(Job)
+    if status is not None:
+        if status not in JOB_STATES:
+            raise Problem(422, f"status must be one of {', '.join(JOB_STATES)}")
+        query = query.where(Job.status == status)
+    with ctx.sessions() as session:
+        rows = list(session.scalars(pagination.paginate(query, Job, cursor, limit)))
+    return Page[JobOut](items=[job_out(j) for j in rows[:limit]],
+                        next_cursor=pagination.next_cursor(rows, limit))
+
+
+def _job(ctx: ServiceContext, job_id: str) -> Job:
+    with ctx.sessions() as session:
+        job = session.get(Job, job_id)
+    if job is None:
+        raise not_found("job", job_id)
+    return job
+
+
+@router.get("/{job_id}", response_model=JobOut)
+def get_job(job_id: str, ctx: Ctx) -> JSONResponse:
+    job = _job(ctx, job_id)
+    headers = {} if job.status in FINAL_STATES else {"Retry-After": str(POLL_AFTER_S)}
+    return JSONResponse(job_out(job).model_dump(mode="json"), headers=headers)
+
+
+@router.post("/{job_id}/cancel", status_code=202, response_model=JobOut,
+             summary="Cancel a queued or running job (a running one stops within seconds)")
+def cancel_job(job_id: str, ctx: Ctx) -> JSONResponse:
+    job = _job(ctx, job_id)
+    if job.status in FINAL_STATES and job.status != "canceled":
+        raise Problem(409, f"job '{job_id}' already {job.status}; only queued or running "
+                           "jobs can be canceled")
+    state.request_cancel(ctx.sessions, job_id)
+    return _accepted(_job(ctx, job_id))
+
+
+def _finished(ctx: ServiceContext, job_id: str) -> Job:
+    job = _job(ctx, job_id)
+    if job.status != "succeeded":
+        raise Problem(409, f"job '{job_id}' is {job.status}; the report exists once it "
+                           "has succeeded", status_of_job=job.status)
+    return job
+
+
+@router.get("/{job_id}/report", summary="The report JSON (the CLI's report.json)")
+def get_report(job_id: str, ctx: Ctx) -> JSONResponse:
+    job = _finished(ctx, job_id)
+    with ctx.sessions() as session:
+        results = {r.kind: r.result for r in session.scalars(
+            select(AnalysisResult).where(AnalysisResult.job_id == job_id))}
+    order = [entry["kind"] for entry in job.request["analyses"]]
+    report = dict(job.report_header or {})
+    report["analyses"] = {kind: results[kind] for kind in order if kind in results}
+    return JSONResponse(report)
+
+
+def _artifact(ctx: ServiceContext, job_id: str, name: str) -> Artifact:
+    _finished(ctx, job_id)
+    with ctx.sessions() as session:
+        artifact = session.scalars(select(Artifact).where(
+            Artifact.job_id == job_id, Artifact.name == name)).first()
+    if artifact is None:
+        raise Problem(404, f"job '{job_id}' has no artifact '{name}'")
+    return artifact
+
+
+@router.get("/{job_id}/report.html", response_class=HTMLResponse,
+            summary="The report page; its images load from the job's artifacts")
+def get_report_page(job_id: str, ctx: Ctx) -> HTMLResponse:
+    artifact = _artifact(ctx, job_id, REPORT_PAGE)
+    page = b"".join(ctx.storage.read_chunks(artifact.sha256)).decode("utf-8")
+    base = f'<base href="/v1/jobs/{job_id}/artifacts/">'
+    return HTMLResponse(page.replace("<head>", f"<head>\n{base}", 1))
+
+
+@router.get("/{job_id}/artifacts", response_model=list[ArtifactOut])
+def list_artifacts(job_id: str, ctx: Ctx) -> list[ArtifactOut]:
+    _finished(ctx, job_id)
+    with ctx.sessions() as session:
+        rows = session.scalars(select(Artifact).where(Artifact.job_id == job_id)
+                               .order_by(Artifact.name))
+        return [ArtifactOut(name=a.name, content_type=a.content_type, size_bytes=a.size_bytes,
+                            sha256=a.sha256, url=f"/v1/jobs/{job_id}/artifacts/{a.name}")
+                for a in rows]
+
+
+@router.get("/{job_id}/artifacts/{name}", summary="One artifact (PNG image, .npy array, ...)",
+            responses={200: {"content": {"image/png": {}}}})
+def get_artifact(job_id: str, name: str, request: Request, ctx: Ctx) -> Response:
+    artifact = _artifact(ctx, job_id, name)
+    etag = f'"{artifact.sha256}"'
+    headers = {"ETag": etag, "Cache-Control": "private, max-age=31536000, immutable"}
+    if etag in request.headers.get("if-none-match", ""):
+        return Response(status_code=304, headers=headers)
+    headers["Content-Length"] = str(artifact.size_bytes)
+    return StreamingResponse(ctx.storage.read_chunks(artifact.sha256),
+                             media_type=artifact.content_type, headers=headers)

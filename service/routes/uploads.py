@@ -1,0 +1,210 @@
+"""``/v1/models`` and ``/v1/datasets``: streamed uploads, inspected by a worker.
+
+The API stores the bytes (content-addressed) and never opens them: a worker
+inspects the file in a child process while the request waits, then the
+route answers 201 with what the worker found, or 422 with why the file was
+refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from sqlalchemy import delete, select
+
+from service import pagination
+from service.context import ServiceContext, context
+from service.db.models import Dataset, Model
+from service.multipart import read_form
+from service.problems import Problem
+from service.queue import INSPECT_DATASET, INSPECT_MODEL
+from service.routes.common import in_transaction, not_found, utc
+from service.schemas import DatasetOut, LayerOut, ModelOut, Page
+
+router = APIRouter(prefix="/v1")
+Ctx = Annotated[ServiceContext, Depends(context)]
+INSPECT_POLL_S = 0.05
+MAX_INPUT_RANK = 8
+
+
+def model_out(model: Model) -> ModelOut:
+    return ModelOut(id=model.id, sha256=model.sha256, format=model.format,  # type: ignore[arg-type]
+                    name=model.name, size_bytes=model.size_bytes,
+                    input_shape=model.input_shape or [],
+                    layers=[LayerOut(**layer) for layer in model.layers or []],
+                    created_at=utc(model.created_at))  # type: ignore[arg-type]
+
+
+def dataset_out(dataset: Dataset) -> DatasetOut:
+    return DatasetOut(id=dataset.id, sha256=dataset.sha256, name=dataset.name,
+                      format=dataset.file_format,  # type: ignore[arg-type]
+                      size_bytes=dataset.size_bytes, n_samples=dataset.n_samples or 0,
+                      x_shape=dataset.x_shape or [], n_classes=dataset.n_classes or 0,
+                      ref=f"dataset:{dataset.id}",
+                      created_at=utc(dataset.created_at))  # type: ignore[arg-type]
+
+
+def _input_shape(text: str | None) -> list[int] | None:
+    if not text or not text.strip():
+        return None
+    try:
+        shape = [int(part) for part in text.replace("x", ",").split(",")]
+    except ValueError as exc:
+        raise Problem(422, f"input_shape must be comma-separated integers, got '{text}'") from exc
+    if not 0 < len(shape) <= MAX_INPUT_RANK or any(d <= 0 for d in shape):
+        raise Problem(422, f"input_shape must be 1 to {MAX_INPUT_RANK} positive integers "
+                           f"(one sample, no batch axis), got '{text}'")
+    return shape
+
+
+async def _store_upload(ctx: ServiceContext, request: Request) -> tuple[Any, dict[str, str],
+                                                                        str]:
+    spool_dir = ctx.settings.data_dir / "spool"
+    form = await read_form(request, spool_dir=spool_dir, limit=ctx.settings.max_upload_bytes)
+    assert form.file is not None
+    blob = form.file.finish()
+    if blob.size_bytes == 0:
+        form.file.discard()
+        raise Problem(422, "the uploaded file is empty")
+    try:
+        await run_in_threadpool(ctx.storage.put_file, form.file.path, blob, move=True)
+    finally:
+        form.file.discard()
+    return blob, form.fields, form.filename
+
+
+async def _await_inspection(ctx: ServiceContext, table: Any, item_id: str) -> Any:
+    """Wait for the worker's verdict; 422 (and the row removed) when the file was refused."""
+    deadline = time.monotonic() + ctx.settings.inspect_timeout_s
+    while time.monotonic() < deadline:
+        row = await in_transaction(ctx.sessions, lambda s: s.get(table, item_id))
+        if row.status == "ready":
+            return row
+        if row.status == "invalid":
+            await in_transaction(ctx.sessions,
+                                 lambda s: s.execute(delete(table).where(table.id == item_id)))
+            raise Problem(422, row.error or "the file was refused")
+        await asyncio.sleep(INSPECT_POLL_S)
+    kind = "model" if table is Model else "dataset"
+    raise Problem(503, f"no worker inspected the {kind} within "
+                       f"{ctx.settings.inspect_timeout_s:g} s; it is stored and will be "
+                       f"inspected when a worker is up: GET /v1/{kind}s/{item_id}",
+                  headers={"Retry-After": "10"}, **{f"{kind}_id": item_id})
+
+
+@router.post("/models", status_code=201, response_model=ModelOut,
+             summary="Upload an ONNX or TorchScript model (multipart: file, name, input_shape)")
+async def upload_model(request: Request, ctx: Ctx) -> JSONResponse:
+    blob, fields, filename = await _store_upload(ctx, request)
+    shape = _input_shape(fields.get("input_shape"))
+    name = (fields.get("name") or filename or "model")[:255]
+
+    def create(session: Any) -> Model:
+        known = session.scalars(select(Model).where(
+            Model.sha256 == blob.sha256, Model.status == "ready")).first()
+        reuse = known is not None and (shape is None or known.input_shape == shape)
+        model = Model(sha256=blob.sha256, size_bytes=blob.size_bytes, name=name,
+                      input_shape=known.input_shape if reuse else shape,
+                      status="ready" if reuse else "inspecting",
+                      format=known.format if reuse else None,
+                      layers=known.layers if reuse else None)
+        session.add(model)
+        session.flush()
+        return model
+
+    model = await in_transaction(ctx.sessions, create)
+    if model.status == "inspecting":
+        ctx.queue.send(INSPECT_MODEL, model.id)
+        model = await _await_inspection(ctx, Model, model.id)
+    return JSONResponse(model_out(model).model_dump(mode="json"), status_code=201,
+                        headers={"Location": f"/v1/models/{model.id}"})
+
+
+@router.get("/models", response_model=Page[ModelOut])
+def list_models(ctx: Ctx, cursor: str | None = None,
+                limit: Annotated[int, Query(ge=1, le=pagination.MAX_LIMIT)] = 50
+                ) -> Page[ModelOut]:
+    with ctx.sessions() as session:
+        rows = list(session.scalars(pagination.paginate(
+            select(Model).where(Model.status == "ready"), Model, cursor, limit)))
+    return Page[ModelOut](items=[model_out(m) for m in rows[:limit]],
+                          next_cursor=pagination.next_cursor(rows, limit))
+
+
+@router.get("/models/{model_id}", response_model=ModelOut)
+def get_model(model_id: str, ctx: Ctx) -> ModelOut | JSONResponse:
+    with ctx.sessions() as session:
+        model = session.get(Model, model_id)
+    if model is None:
+        raise not_found("model", model_id)
+    if model.status != "ready":
+        raise Problem(409, f"model '{model_id}' is {model.status}"
+                           + (f": {model.error}" if model.error else ""))
+    return model_out(model)
+
+
+def _dataset_format(filename: str, head: bytes) -> str:
+    lowered = filename.lower()
+    if lowered.endswith(".npz") or head.startswith(b"PK"):
+        return "npz"
+    if lowered.endswith(".csv") or not lowered:
+        return "csv"
+    raise Problem(415, f"'{filename}': upload a .npz (arrays x and y) or a .csv "
+                       "(header row, numeric features, a label column)")
+
+
+@router.post("/datasets", status_code=201, response_model=DatasetOut,
+             summary="Upload a dataset: .npz with arrays x and y, or .csv with a label column")
+async def upload_dataset(request: Request, ctx: Ctx) -> JSONResponse:
+    blob, fields, filename = await _store_upload(ctx, request)
+    head = next(iter(ctx.storage.read_chunks(blob.sha256)), b"")[:4]
+    file_format = _dataset_format(filename, head)
+    name = (fields.get("name") or filename or "dataset")[:255]
+
+    def create(session: Any) -> Dataset:
+        known = session.scalars(select(Dataset).where(
+            Dataset.sha256 == blob.sha256, Dataset.file_format == file_format,
+            Dataset.status == "ready")).first()
+        dataset = Dataset(sha256=blob.sha256, size_bytes=blob.size_bytes, name=name,
+                          file_format=file_format)
+        if known is not None:
+            dataset.status, dataset.n_samples = "ready", known.n_samples
+            dataset.x_shape, dataset.n_classes = known.x_shape, known.n_classes
+        session.add(dataset)
+        session.flush()
+        return dataset
+
+    dataset = await in_transaction(ctx.sessions, create)
+    if dataset.status == "inspecting":
+        ctx.queue.send(INSPECT_DATASET, dataset.id)
+        dataset = await _await_inspection(ctx, Dataset, dataset.id)
+    return JSONResponse(dataset_out(dataset).model_dump(mode="json"), status_code=201,
+                        headers={"Location": f"/v1/datasets/{dataset.id}"})
+
+
+@router.get("/datasets", response_model=Page[DatasetOut])
+def list_datasets(ctx: Ctx, cursor: str | None = None,
+                  limit: Annotated[int, Query(ge=1, le=pagination.MAX_LIMIT)] = 50
+                  ) -> Page[DatasetOut]:
+    with ctx.sessions() as session:
+        rows = list(session.scalars(pagination.paginate(
+            select(Dataset).where(Dataset.status == "ready"), Dataset, cursor, limit)))
+    return Page[DatasetOut](items=[dataset_out(d) for d in rows[:limit]],
+                            next_cursor=pagination.next_cursor(rows, limit))
+
+
+@router.get("/datasets/{dataset_id}", response_model=DatasetOut)
+def get_dataset(dataset_id: str, ctx: Ctx) -> DatasetOut:
+    with ctx.sessions() as session:
+        dataset = session.get(Dataset, dataset_id)
+    if dataset is None:
+        raise not_found("dataset", dataset_id)
+    if dataset.status != "ready":
+        raise Problem(409, f"dataset '{dataset_id}' is {dataset.status}"
+                           + (f": {dataset.error}" if dataset.error else ""))
+    return dataset_out(dataset)

@@ -1,0 +1,113 @@
+"""The child process that opens an uploaded model: ``python -m workers.runner COMMAND ...``.
+
+It speaks one JSON object per line on stdout (``progress``, ``result`` and
+``error`` events) and knows nothing of SQL, Celery or storage; its parent
+(:mod:`workers.sandbox`) does. Exit status 2 means the input was refused
+(the ``error`` event says why); anything else non-zero is a crash.
+
+Commands
+--------
+inspect-model PATH [--input-shape C,H,W]   format, input shape and layers
+inspect-dataset PATH --ref REF              n_samples, x_shape, n_classes
+analyze JOB.json                            the report folder (see ``_analyze``)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from layerlens.errors import InputError, ShapeMismatchError
+
+
+def emit(event: str, **fields: Any) -> None:
+    print(json.dumps({"event": event, **fields}), flush=True)
+
+
+def _ints(text: str | None) -> tuple[int, ...] | None:
+    return None if not text else tuple(int(part) for part in text.split(","))
+
+
+def _inspect_model(path: Path, input_shape: tuple[int, ...] | None) -> dict[str, Any]:
+    from layerlens.models import load_model
+
+    try:
+        model = load_model(path, input_shape=input_shape, device="cpu")
+    except ShapeMismatchError as exc:
+        if input_shape is None:
+            raise InputError("a TorchScript file does not record its input shape: upload it "
+                             "with the form field input_shape (one sample, e.g. 1,8,8)") from exc
+        raise
+    return {"format": model.format, "input_shape": list(model.input_spec.shape),
+            "layers": [{"name": layer.name, "op": layer.op, "shape": list(layer.shape)}
+                       for layer in model.layers]}
+
+
+def _inspect_dataset(path: Path, ref: str) -> dict[str, Any]:
+    from layerlens.data.resolve import load_dataset_file
+
+    data = load_dataset_file(path, ref)
+    return {"n_samples": data.n_samples, "x_shape": list(data.x.shape),
+            "n_classes": data.n_classes}
+
+
+def _analyze(job_file: Path) -> dict[str, Any]:
+    """Run ``layerlens.analyze`` as the job file says.
+
+    Job file: ``{"model": path, "dataset": {"ref": str, "file": path | null},
+    "out": dir, "analyses": [...], "options": {layers, max_samples, seed,
+    input_shape, mean, std}}``.
+    """
+    from layerlens.analyze import AnalyzeOptions, analyze
+    from layerlens.data import resolve_dataset
+    from layerlens.data.resolve import load_dataset_file
+    from layerlens.spec import parse_spec
+
+    job = json.loads(job_file.read_text())
+    source = job["dataset"]
+    data = (load_dataset_file(Path(source["file"]), source["ref"]) if source.get("file")
+            else resolve_dataset(source["ref"], allow_local=False))
+    options = AnalyzeOptions(analyses=parse_spec(job["analyses"]),
+                             **job.get("options", {}))
+
+    def progress(stage: str, step: int, total: int, metrics: dict[str, float]) -> None:
+        emit("progress", stage=stage, step=step, total=total)
+
+    analyze(job["model"], data, job["out"], options, progress=progress)
+    return {"out": job["out"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m workers.runner")
+    commands = parser.add_subparsers(dest="command", required=True)
+    model = commands.add_parser("inspect-model")
+    model.add_argument("path", type=Path)
+    model.add_argument("--input-shape")
+    dataset = commands.add_parser("inspect-dataset")
+    dataset.add_argument("path", type=Path)
+    dataset.add_argument("--ref", required=True)
+    job = commands.add_parser("analyze")
+    job.add_argument("job_file", type=Path)
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "inspect-model":
+            result = _inspect_model(args.path, _ints(args.input_shape))
+        elif args.command == "inspect-dataset":
+            result = _inspect_dataset(args.path, args.ref)
+        else:
+            from layerlens.runtime import keep_freed_memory_for_reuse
+
+            keep_freed_memory_for_reuse()
+            result = _analyze(args.job_file)
+    except InputError as exc:
+        emit("error", message=str(exc))
+        return 2
+    emit("result", **result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,244 @@
+"""Celery tasks: inspect an upload, run a job. Each opens the upload only in a child process."""
+
+from __future__ import annotations
+
+import json
+import logging
+import mimetypes
+import shutil
+import socket
+import tempfile
+import time
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from celery.exceptions import SoftTimeLimitExceeded
+from sqlalchemy import update
+
+from service.config import Settings
+from service.db import jobs
+from service.db.models import Dataset, Job, Model
+from service.db.session import make_engine, session_factory, transaction
+from service.queue import INSPECT_TIME_LIMIT_S
+from service.storage import Storage, hash_file, open_storage
+from workers.sandbox import ChildOutcome, run_child
+
+log = logging.getLogger("layerlens.worker")
+
+#: Seconds between two progress writes (and cancel checks) of a running job.
+HEARTBEAT_S = 0.5
+MODEL_SUFFIX = {"onnx": ".onnx", "torchscript": ".pt"}
+CONTENT_TYPES = {".png": "image/png", ".npy": "application/octet-stream",
+                 ".html": "text/html; charset=utf-8", ".json": "application/json",
+                 ".csv": "text/csv; charset=utf-8"}
+
+
+class WorkerContext:
+    """Database, storage and scratch space of one worker process, opened lazily."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    @cached_property
+    def sessions(self):  # type: ignore[no-untyped-def]
+        return session_factory(make_engine(self.settings.database_url))
+
+    @cached_property
+    def storage(self) -> Storage:
+        return open_storage(self.settings.storage_url,
+                            endpoint_url=self.settings.s3_endpoint_url)
+
+    def scratch(self, name: str) -> Path:
+        root = Path(tempfile.gettempdir()) / "layerlens-scratch"
+        root.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f"{name}-", dir=root))
+
+
+def inspect_model(ctx: WorkerContext, model_id: str) -> None:
+    """Open the uploaded model in a child process; record its format and layers, or why not."""
+    with ctx.sessions() as session:
+        model = session.get(Model, model_id)
+        if model is None or model.status != "inspecting":
+            return
+        sha, shape = model.sha256, model.input_shape
+    scratch = ctx.scratch(f"model-{model_id}")
+    try:
+        path = scratch / "model.bin"
+        ctx.storage.fetch(sha, path)
+        args = ["inspect-model", str(path)]
+        if shape:
+            args += ["--input-shape", ",".join(str(d) for d in shape)]
+        outcome = run_child(args, scratch / "run", time_limit_s=INSPECT_TIME_LIMIT_S)
+        values = _inspection_values(outcome, ("format", "input_shape", "layers"))
+        with transaction(ctx.sessions) as session:
+            session.execute(update(Model).where(Model.id == model_id,
+                                                Model.status == "inspecting").values(**values))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def inspect_dataset(ctx: WorkerContext, dataset_id: str) -> None:
+    """Read the uploaded dataset in a child process; record its shape, or why not."""
+    with ctx.sessions() as session:
+        dataset = session.get(Dataset, dataset_id)
+        if dataset is None or dataset.status != "inspecting":
+            return
+        sha, suffix = dataset.sha256, dataset.file_format
+    scratch = ctx.scratch(f"dataset-{dataset_id}")
+    try:
+        path = scratch / f"data.{suffix}"
+        ctx.storage.fetch(sha, path)
+        outcome = run_child(["inspect-dataset", str(path), "--ref", f"dataset:{dataset_id}"],
+                            scratch / "run", time_limit_s=INSPECT_TIME_LIMIT_S)
+        values = _inspection_values(outcome, ("n_samples", "x_shape", "n_classes"))
+        with transaction(ctx.sessions) as session:
+            session.execute(update(Dataset).where(Dataset.id == dataset_id,
+                                                  Dataset.status == "inspecting")
+                            .values(**values))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _inspection_values(outcome: ChildOutcome, keys: tuple[str, ...]) -> dict[str, Any]:
+    if outcome.result is not None and outcome.returncode == 0:
+        return {"status": "ready", **{key: outcome.result[key] for key in keys}}
+    if outcome.error is not None:
+        return {"status": "invalid", "error": outcome.error}
+    if outcome.killed_because == "timeout":
+        return {"status": "invalid", "error": "inspection took longer than "
+                f"{INSPECT_TIME_LIMIT_S} s and was stopped"}
+    return {"status": "invalid", "error": outcome.crash_summary}
+
+
+class JobRun:
+    """One attempt at one job: claim, prepare the scratch folder, run, store, finish."""
+
+    def __init__(self, ctx: WorkerContext, job_id: str) -> None:
+        self.ctx, self.job_id = ctx, job_id
+        self.token: str | None = None
+        self.stage_started: dict[str, float] = {}
+        self.durations: dict[str, float] = {}
+        self.stage: str | None = None
+        self.progress = 0.0
+        self.kinds: list[str] = []
+        self.next_beat = 0.0
+        self.keep_going = True
+
+    def run(self) -> None:
+        self.token = jobs.claim(self.ctx.sessions, self.job_id, socket.gethostname())
+        if self.token is None:
+            log.info("job %s: not claimable (duplicate delivery, canceled or done)", self.job_id)
+            return
+        scratch = self.ctx.scratch(f"job-{self.job_id}")
+        try:
+            self._run_in(scratch)
+        except SoftTimeLimitExceeded:
+            self._fail("timeout", "the job ran past its time limit and was stopped")
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    def _run_in(self, scratch: Path) -> None:
+        job_file = self._prepare(scratch)
+        outcome = run_child(["analyze", str(job_file)], scratch / "run",
+                            time_limit_s=self.ctx.settings.job_time_limit_s - 60,
+                            on_event=self._on_progress, should_stop=self._should_stop)
+        if outcome.killed_because == "canceled":
+            with transaction(self.ctx.sessions) as session:
+                jobs.finish(session, self.job_id, self.token or "", "canceled",
+                            analyses=self._analyses(final=False))
+        elif outcome.killed_because == "timeout":
+            self._fail("timeout", "the job ran past its time limit and was stopped")
+        elif outcome.error is not None:
+            self._fail("invalid_input", outcome.error)
+        elif outcome.returncode != 0 or outcome.result is None:
+            self._fail("crashed", outcome.crash_summary)
+        else:
+            self._store(Path(outcome.result["out"]))
+
+    def _prepare(self, scratch: Path) -> Path:
+        """Fetch the model (and an uploaded dataset) into ``scratch``; write the job file."""
+        with self.ctx.sessions() as session:
+            job = session.get(Job, self.job_id)
+            assert job is not None
+            model = session.get(Model, job.model_id)
+            assert model is not None
+            request, ref = job.request, job.dataset_ref
+            dataset = (session.get(Dataset, ref.removeprefix("dataset:"))
+                       if ref.startswith("dataset:") else None)
+        self.kinds = [entry["kind"] for entry in request["analyses"]]
+        model_path = scratch / f"model{MODEL_SUFFIX.get(model.format or '', '.bin')}"
+        self.ctx.storage.fetch(model.sha256, model_path)
+        source: dict[str, Any] = {"ref": ref, "file": None}
+        if dataset is not None:
+            source["file"] = str(scratch / f"dataset.{dataset.file_format}")
+            self.ctx.storage.fetch(dataset.sha256, Path(source["file"]))
+        elif ref.startswith("file://"):
+            source["file"] = ref.removeprefix("file://")  # checked against the roots by the API
+        options = {key: request[key] for key in ("layers", "max_samples", "seed", "mean", "std")
+                   if request.get(key) is not None}
+        options["input_shape"] = model.input_shape
+        job_file = scratch / "job.json"
+        job_file.write_text(json.dumps({
+            "model": str(model_path), "dataset": source, "out": str(scratch / "out"),
+            "analyses": request["analyses"], "options": options}))
+        return job_file
+
+    def _on_progress(self, event: dict[str, Any]) -> None:
+        stage, step, total = str(event["stage"]), int(event["step"]), max(1, int(event["total"]))
+        now = time.monotonic()
+        if stage != self.stage:
+            if self.stage is not None:
+                self.durations[self.stage] = now - self.stage_started[self.stage]
+            self.stage_started[stage] = now
+            self.stage = stage
+            self.next_beat = 0.0  # write stage changes at once
+        stages = ["capture", *self.kinds]
+        index = stages.index(stage) if stage in stages else 0
+        self.progress = min(0.99, (index + min(step, total) / total) / len(stages))
+
+    def _should_stop(self) -> bool:
+        """Write progress at most every :data:`HEARTBEAT_S`; True once a cancel arrived."""
+        now = time.monotonic()
+        if now < self.next_beat:
+            return not self.keep_going
+        self.next_beat = now + HEARTBEAT_S
+        self.keep_going = jobs.heartbeat(self.ctx.sessions, self.job_id, self.token or "",
+                                         progress=self.progress, stage=self.stage,
+                                         analyses=self._analyses(final=False))
+        return not self.keep_going
+
+    def _analyses(self, *, final: bool) -> dict[str, Any]:
+        states: dict[str, Any] = {}
+        for kind in self.kinds:
+            if kind in self.durations or (final and kind == self.stage):
+                states[kind] = {"state": "succeeded",
+                                "duration_s": round(self.durations.get(kind, 0.0), 3)}
+            elif kind == self.stage:
+                states[kind] = {"state": "running"}
+            else:
+                states[kind] = {"state": "pending"}
+        return states
+
+    def _store(self, out: Path) -> None:
+        """Store every file of the report folder, then the report rows, in one transaction."""
+        if self.stage is not None and self.stage in self.stage_started:
+            self.durations[self.stage] = time.monotonic() - self.stage_started[self.stage]
+        report = json.loads((out / "report.json").read_text())
+        artifacts = []
+        for path in sorted(p for p in out.iterdir() if p.is_file() and p.name != "report.json"):
+            blob = self.ctx.storage.put_file(path, hash_file(path), move=True)
+            content_type = CONTENT_TYPES.get(path.suffix.lower()) or (
+                mimetypes.guess_type(path.name)[0] or "application/octet-stream")
+            artifacts.append((path.name, blob.sha256, content_type, blob.size_bytes))
+        sections = report.pop("analyses")
+        stored = jobs.succeed(self.ctx.sessions, self.job_id, self.token or "", header=report,
+                              sections=sections, durations=self.durations,
+                              analyses=self._analyses(final=True), artifacts=artifacts)
+        if not stored:
+            log.warning("job %s: lost its claim before storing; result dropped", self.job_id)
+
+    def _fail(self, reason: str, message: str) -> None:
+        with transaction(self.ctx.sessions) as session:
+            jobs.finish(session, self.job_id, self.token or "", "failed", reason=reason,
+                        error=message, analyses=self._analyses(final=False))
