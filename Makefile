@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast bench lint clean
+.PHONY: install demo test test-fast bench lint clean system-deps
 
 install: $(STAMP)
 
@@ -20,7 +20,17 @@ $(STAMP): pyproject.toml
 demo: install
 	$(BIN)/layerlens demo --out demo-output
 
-test: install
+# Headless Chromium + chromedriver for tests/e2e/test_report_page.py (skipped without them,
+# failed under CI=true): installed with apt-get when root, otherwise how to install them.
+system-deps:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		(apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver) \
+		|| echo "make system-deps: could not install chromium chromium-driver"; \
+	else echo "chromium/chromedriver missing (the browser test will skip);" \
+		"install them with: sudo apt-get install chromium chromium-driver"; fi
+
+test: install system-deps
 	$(BIN)/python -m pytest
 
 test-fast: install

@@ -106,9 +106,12 @@ def _build_parser() -> argparse.ArgumentParser:
     commands.add_parser("migrate", help="alembic upgrade head on LAYERLENS_DATABASE_URL")
 
     demo = commands.add_parser(
-        "demo", help="train a small digits CNN, export it to ONNX and TorchScript, analyse both")
+        "demo", help="train a small digits CNN, export it to ONNX and TorchScript, and analyse "
+                     "both through the embedded service's HTTP API")
     demo.add_argument("--out", type=Path, default=Path("demo-output"))
     demo.add_argument("--seconds", type=float, default=5.0, help="training time budget")
+    demo.add_argument("--keep-serving", action="store_true",
+                      help="keep the service running after the reports are done")
     return parser
 
 
@@ -169,9 +172,13 @@ def _run_analyze(args: argparse.Namespace) -> int:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    from layerlens.demo import run_demo
+    """Train and export in-process, then analyse both files through the embedded service."""
+    from layerlens.demo import DIGITS_SHAPE, train_and_export
+    from service.demo import run_through_service
 
-    run_demo(args.out, seconds=args.seconds)
+    files = train_and_export(args.out, seconds=args.seconds)
+    run_through_service(files, args.out, input_shape=",".join(map(str, DIGITS_SHAPE)),
+                        keep_serving=args.keep_serving)
     return EXIT_OK
 
 

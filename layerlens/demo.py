@@ -70,10 +70,8 @@ def export_torchscript(model: nn.Module, path: Path) -> Path:
     return path
 
 
-def run_demo(out: Path, *, seconds: float = 5.0) -> None:
-    """Train, export, analyse both files; print where the reports are."""
-    from layerlens.analyze import AnalyzeOptions, analyze
-
+def train_and_export(out: Path, *, seconds: float = 5.0) -> dict[str, Path]:
+    """Train the digits CNN for up to ``seconds``; ``{"onnx": path, "torchscript": path}``."""
     out.mkdir(parents=True, exist_ok=True)
     digits = resolve_dataset("builtin:digits")
     train, test = digits.split(test_fraction=0.2, seed=0)
@@ -81,11 +79,5 @@ def run_demo(out: Path, *, seconds: float = 5.0) -> None:
     print(f"training a small CNN on builtin:digits for up to {seconds:.0f} s ...", flush=True)
     model = train_classifier(digits_cnn(), images[train], digits.y[train], seconds=seconds)
     print(f"held-out accuracy: {accuracy(model, images[test], digits.y[test]):.3f}")
-    files = {"onnx": export_onnx(model, out / "digits_cnn.onnx", DIGITS_SHAPE),
-             "torchscript": export_torchscript(model, out / "digits_cnn.pt")}
-    for fmt, path in files.items():
-        print(f"analysing the {fmt} export: every layer, all four analyses "
-              "(about a minute on 2 cores) ...", flush=True)
-        report = analyze(path, digits, out / f"report-{fmt}", AnalyzeOptions())
-        print(f"{fmt}: {len(report.model.layers)} layers -> "
-              f"{(out / f'report-{fmt}' / 'report.html').resolve()}")
+    return {"onnx": export_onnx(model, out / "digits_cnn.onnx", DIGITS_SHAPE),
+            "torchscript": export_torchscript(model, out / "digits_cnn.pt")}
