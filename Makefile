@@ -40,8 +40,8 @@ bench: install
 	$(BIN)/python -m benchmarks
 
 lint: install
-	$(BIN)/ruff check layerlens tests benchmarks
-	$(BIN)/mypy layerlens
+	$(BIN)/ruff check layerlens service workers migrations tests benchmarks
+	$(BIN)/mypy layerlens service workers
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache .mypy_cache .ruff_cache

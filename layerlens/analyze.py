@@ -51,7 +51,7 @@ class AnalyzeOptions:
 
 def _model_section(model: ProbedModel) -> ModelSection:
     return ModelSection(
-        sha256=model.sha256, format=model.format,  # type: ignore[arg-type]
+        sha256=model.sha256, format=model.format,
         input_shape=list(model.input_spec.shape), differentiable=model.differentiable,
         gradient_note=model.gradient_error,
         layers=[LayerEntry(name=layer.name, op=layer.op, shape=list(layer.shape))

@@ -25,4 +25,4 @@ class ServiceContext:
 
 
 def context(request: Request) -> ServiceContext:
-    return request.app.state.context  # type: ignore[no-any-return]
+    return request.app.state.context

@@ -69,7 +69,8 @@ def _run_job(http: httpx.Client, label: str, path: Path, input_shape: str) -> di
     print(f"{label}: {len(model.json()['layers'])} layers", flush=True)
     created = http.post("/v1/jobs", json={"model_id": model.json()["id"],
                                           "dataset": "builtin:digits"}).raise_for_status()
-    job_id, tty, last = created.json()["id"], sys.stdout.isatty(), []
+    job_id, tty = created.json()["id"], sys.stdout.isatty()
+    last: list[str] = []
     deadline = time.monotonic() + JOB_TIMEOUT_S
     while True:
         job = http.get(f"/v1/jobs/{job_id}").raise_for_status().json()
@@ -81,7 +82,7 @@ def _run_job(http: httpx.Client, label: str, path: Path, input_shape: str) -> di
         print(flush=True)
     if job["status"] != "succeeded":
         raise RuntimeError(f"{label} job {job_id} ended {job['status']}: {job.get('error')}")
-    return job  # type: ignore[no-any-return]
+    return job
 
 
 def _download(http: httpx.Client, job_id: str, folder: Path) -> None:

@@ -18,6 +18,7 @@ from typing import Protocol
 from urllib.parse import urlparse
 
 CHUNK = 1024 * 1024
+HEAD_BYTES = 16
 
 
 class TooLarge(Exception):
@@ -67,11 +68,14 @@ class Spool:
         self._digest = hashlib.sha256()
         self.size = 0
         self.limit = limit
+        self.head = b""  # the first bytes, to recognise the file's format
 
     def write(self, chunk: bytes) -> None:
         self.size += len(chunk)
         if self.size > self.limit:
             raise TooLarge(f"upload exceeds the limit of {self.limit} bytes")
+        if len(self.head) < HEAD_BYTES:
+            self.head += chunk[:HEAD_BYTES - len(self.head)]
         self._digest.update(chunk)
         self._file.write(chunk)
 

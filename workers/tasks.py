@@ -41,7 +41,7 @@ class WorkerContext:
         self.settings = settings
 
     @cached_property
-    def sessions(self):  # type: ignore[no-untyped-def]
+    def sessions(self):
         return session_factory(make_engine(self.settings.database_url))
 
     @cached_property

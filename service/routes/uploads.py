@@ -20,11 +20,12 @@ from sqlalchemy import delete, select
 from service import pagination
 from service.context import ServiceContext, context
 from service.db.models import Dataset, Model
-from service.multipart import read_form
+from service.multipart import Form, read_form
 from service.problems import Problem
 from service.queue import INSPECT_DATASET, INSPECT_MODEL
 from service.routes.common import in_transaction, not_found, utc
 from service.schemas import DatasetOut, LayerOut, ModelOut, Page
+from service.storage import StoredBlob
 
 router = APIRouter(prefix="/v1")
 Ctx = Annotated[ServiceContext, Depends(context)]
@@ -62,8 +63,8 @@ def _input_shape(text: str | None) -> list[int] | None:
     return shape
 
 
-async def _store_upload(ctx: ServiceContext, request: Request) -> tuple[Any, dict[str, str],
-                                                                        str]:
+async def _store_upload(ctx: ServiceContext, request: Request) -> tuple[StoredBlob, Form]:
+    """Stream the form's file into storage; the blob's address and the form."""
     spool_dir = ctx.settings.data_dir / "spool"
     form = await read_form(request, spool_dir=spool_dir, limit=ctx.settings.max_upload_bytes)
     assert form.file is not None
@@ -75,7 +76,7 @@ async def _store_upload(ctx: ServiceContext, request: Request) -> tuple[Any, dic
         await run_in_threadpool(ctx.storage.put_file, form.file.path, blob, move=True)
     finally:
         form.file.discard()
-    return blob, form.fields, form.filename
+    return blob, form
 
 
 async def _await_inspection(ctx: ServiceContext, table: Any, item_id: str) -> Any:
@@ -100,9 +101,9 @@ async def _await_inspection(ctx: ServiceContext, table: Any, item_id: str) -> An
 @router.post("/models", status_code=201, response_model=ModelOut,
              summary="Upload an ONNX or TorchScript model (multipart: file, name, input_shape)")
 async def upload_model(request: Request, ctx: Ctx) -> JSONResponse:
-    blob, fields, filename = await _store_upload(ctx, request)
-    shape = _input_shape(fields.get("input_shape"))
-    name = (fields.get("name") or filename or "model")[:255]
+    blob, form = await _store_upload(ctx, request)
+    shape = _input_shape(form.fields.get("input_shape"))
+    name = (form.fields.get("name") or form.filename or "model")[:255]
 
     def create(session: Any) -> Model:
         known = session.scalars(select(Model).where(
@@ -161,10 +162,10 @@ def _dataset_format(filename: str, head: bytes) -> str:
 @router.post("/datasets", status_code=201, response_model=DatasetOut,
              summary="Upload a dataset: .npz with arrays x and y, or .csv with a label column")
 async def upload_dataset(request: Request, ctx: Ctx) -> JSONResponse:
-    blob, fields, filename = await _store_upload(ctx, request)
-    head = next(iter(ctx.storage.read_chunks(blob.sha256)), b"")[:4]
-    file_format = _dataset_format(filename, head)
-    name = (fields.get("name") or filename or "dataset")[:255]
+    blob, form = await _store_upload(ctx, request)
+    assert form.file is not None
+    file_format = _dataset_format(form.filename, form.file.head)
+    name = (form.fields.get("name") or form.filename or "dataset")[:255]
 
     def create(session: Any) -> Dataset:
         known = session.scalars(select(Dataset).where(
