@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from amqp.exceptions import ChannelError
 from celery import Celery
 from kombu import Connection
 
@@ -24,6 +25,7 @@ INSPECT_DATASET = "layerlens.inspect_dataset"
 INSPECT_TIME_LIMIT_S = 600
 #: How much longer than the hard time limit the broker waits before re-delivering.
 VISIBILITY_MARGIN_S = 3600
+NOT_FOUND = "404"
 
 
 def transport_options(settings: Settings) -> dict[str, Any]:
@@ -78,7 +80,12 @@ class TaskQueue:
     def depth(self, queue: str) -> int:
         """Messages waiting in ``queue`` (not counting ones a worker holds)."""
         with self._connection() as connection:
-            _, count, _ = connection.default_channel.queue_declare(queue=queue, passive=True)
+            try:
+                _, count, _ = connection.default_channel.queue_declare(queue=queue, passive=True)
+            except ChannelError as exc:  # Redis: no message was ever sent to it
+                if str(exc.reply_code) == NOT_FOUND:
+                    return 0
+                raise
             return int(count)
 
     def ping(self) -> None:
