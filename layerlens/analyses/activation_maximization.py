@@ -29,6 +29,7 @@ Understanding neural networks through deep visualization. arXiv:1506.06579
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -358,10 +359,15 @@ def _grid_figure(inputs: np.ndarray, units: Sequence[int], activations: np.ndarr
     if is_image_shape(inputs.shape[1:]):
         cols = min(8, len(units))
         rows = -(-len(units) // cols)
-        fig, axes = plt.subplots(rows, cols, figsize=(1.3 * cols + 0.4, 1.5 * rows + 0.7),
-                                 squeeze=False)
-        fig.subplots_adjust(left=0.02, right=0.98, bottom=0.03, top=0.78 if rows == 1 else 0.88,
-                            wspace=0.1, hspace=0.45)
+        width = max(1.3 * cols + 0.4, 5.0)  # inches; wide enough for the title
+        heading = textwrap.fill(title, width=int(width * 13)) + (
+            "\n(black = data min, white = data max)")
+        title_inches = 0.18 * (heading.count("\n") + 1) + 0.35
+        height = 1.5 * rows + title_inches
+        fig, axes = plt.subplots(rows, cols, figsize=(width, height), squeeze=False)
+        side = max(0.02, 0.5 - (1.3 * cols + 0.4) / (2 * width))
+        fig.subplots_adjust(left=side, right=1 - side, bottom=0.03,
+                            top=1 - title_inches / height, wspace=0.1, hspace=0.45)
         for ax in axes.flat:
             ax.axis("off")
         for ax, x, unit, value in zip(axes.flat, inputs, units, activations, strict=False):
@@ -371,7 +377,7 @@ def _grid_figure(inputs: np.ndarray, units: Sequence[int], activations: np.ndarr
             ax.set_xticks([])
             ax.set_yticks([])
             ax.set_title(f"unit {unit}\n{value:.3g}", fontsize=8)
-        fig.suptitle(title + "\n(black = data min, white = data max)", fontsize=9)
+        fig.suptitle(heading, fontsize=9)
     else:
         span = np.maximum(high - low, 1e-12)
         position = ((inputs - low) / span).reshape(len(inputs), -1)
