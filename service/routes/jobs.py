@@ -7,6 +7,7 @@ import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -164,11 +165,36 @@ def _job(ctx: ServiceContext, job_id: str) -> Job:
     return job
 
 
-@router.get("/{job_id}", response_model=JobOut)
-def get_job(job_id: str, ctx: Ctx) -> JSONResponse:
-    job = _job(ctx, job_id)
-    headers = {} if job.status in FINAL_STATES else {"Retry-After": str(POLL_AFTER_S)}
-    return JSONResponse(job_out(job).model_dump(mode="json"), headers=headers)
+#: The columns a status poll reads: not the request spec nor the report header.
+_STATUS_COLUMNS = [Job.id, Job.status, Job.progress, Job.stage, Job.analyses, Job.error,
+                   Job.reason, Job.model_id, Job.dataset_ref, Job.attempts, Job.created_at,
+                   Job.started_at, Job.finished_at]
+
+
+def _status_document(ctx: ServiceContext, job_id: str) -> tuple[bytes, str] | None:
+    """The job's JSON and status, read column by column (every polling client's hot path)."""
+    with ctx.engine.connect() as connection:
+        row = connection.execute(select(*_STATUS_COLUMNS).where(Job.id == job_id)).first()
+    if row is None:
+        return None
+    job = Job(**row._asdict())
+    return job_out(job).model_dump_json().encode(), job.status
+
+
+@router.get("/{job_id}", response_model=JobOut,
+            summary="A job's status, progress and per-analysis state; poll after Retry-After")
+async def get_job(job_id: str, ctx: Ctx) -> Response:
+    cached = ctx.job_status.get(job_id)
+    if cached is None:
+        found = await ctx.job_status.read_once(
+            job_id, lambda: run_in_threadpool(_status_document, ctx, job_id))
+        if found is None:
+            raise not_found("job", job_id)
+        cached = found[0], found[1] in FINAL_STATES
+        ctx.job_status.put(job_id, cached[0], final=cached[1])
+    body, final = cached
+    return Response(body, media_type="application/json",
+                    headers={} if final else {"Retry-After": str(POLL_AFTER_S)})
 
 
 @router.post("/{job_id}/cancel", status_code=202, response_model=JobOut,
@@ -179,6 +205,7 @@ def cancel_job(job_id: str, ctx: Ctx) -> JSONResponse:
         raise Problem(409, f"job '{job_id}' already {job.status}; only queued or running "
                            "jobs can be canceled")
     state.request_cancel(ctx.sessions, job_id)
+    ctx.job_status.forget(job_id)
     return _accepted(_job(ctx, job_id))
 
 

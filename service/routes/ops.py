@@ -17,7 +17,7 @@ Ctx = Annotated[ServiceContext, Depends(context)]
 
 
 @router.get("/healthz", summary="Liveness: the process answers; touches nothing else")
-def healthz() -> dict[str, str]:
+async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
