@@ -274,7 +274,8 @@ def main() -> None:
               f"{_quantile(latencies, 0.50) * 1000:7.1f} {p95[name]:7.1f} "
               f"{_quantile(latencies, 0.99) * 1000:7.1f} {server / len(latencies) * 1000:17.2f} "
               f"{server / wall:12.2f} {client_cpu / wall:12.2f}")
-    for name, how in (("finished", "answered from memory"), ("queued", "read from SQLite at most every 0.25 s")):
+    for name, how in (("finished", "answered from memory"),
+                      ("queued", "read from SQLite at most every 0.25 s")):
         verdict = "ok" if p95[name] < TARGET_P95_MS else "MISSED"
         print(f"job status, {name} ({how}): p95 {p95[name]:.1f} ms = "
               f"{p95[name] / p95['healthz']:.2f}x healthz; target < {TARGET_P95_MS:g} ms: "
