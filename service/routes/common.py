@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
 from fastapi.concurrency import run_in_threadpool
+from sqlalchemy import delete
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.db.session import transaction
 from service.problems import Problem
+from service.queue import TaskQueue
+
+log = logging.getLogger("layerlens.api")
 
 
 def utc(stamp: datetime | None) -> datetime | None:
@@ -17,6 +22,20 @@ def utc(stamp: datetime | None) -> datetime | None:
     if stamp is None or stamp.tzinfo is not None:
         return stamp
     return stamp.replace(tzinfo=UTC)
+
+
+def enqueue_or_undo(sessions: sessionmaker[Session], queue: TaskQueue, task: str,
+                    table: Any, item_id: str) -> None:
+    """Send ``task(item_id)``; if the broker refuses, delete the row just made and answer 503,
+    so nothing waits forever for a message that was never sent (a retry starts afresh)."""
+    try:
+        queue.send(task, item_id)
+    except Exception as exc:
+        log.warning("could not enqueue %s %s: %s", task, item_id, exc)
+        with transaction(sessions) as session:
+            session.execute(delete(table).where(table.id == item_id))
+        raise Problem(503, f"the task queue is unavailable ({type(exc).__name__}); nothing was "
+                           "queued, try again shortly", headers={"Retry-After": "5"}) from exc
 
 
 def not_found(kind: str, item_id: str) -> Problem:

@@ -30,7 +30,7 @@ from service.db.models import (
 from service.db.session import transaction
 from service.problems import Problem
 from service.queue import RUN_JOB
-from service.routes.common import not_found, utc
+from service.routes.common import enqueue_or_undo, not_found, utc
 from service.schemas import AnalysisState, ArtifactOut, JobCreate, JobOut, Page
 
 router = APIRouter(prefix="/v1/jobs")
@@ -128,7 +128,7 @@ def create_job(body: JobCreate, ctx: Ctx,
         if replay is None:
             raise
         return _accepted(replay)
-    ctx.queue.send(RUN_JOB, job.id)
+    enqueue_or_undo(ctx.sessions, ctx.queue, RUN_JOB, Job, job.id)
     return _accepted(job)
 
 

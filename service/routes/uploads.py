@@ -23,7 +23,7 @@ from service.db.models import Dataset, Model
 from service.multipart import Form, read_form
 from service.problems import Problem
 from service.queue import INSPECT_DATASET, INSPECT_MODEL
-from service.routes.common import in_transaction, not_found, utc
+from service.routes.common import enqueue_or_undo, in_transaction, not_found, utc
 from service.schemas import DatasetOut, LayerOut, ModelOut, Page
 from service.storage import StoredBlob
 
@@ -120,7 +120,8 @@ async def upload_model(request: Request, ctx: Ctx) -> JSONResponse:
 
     model = await in_transaction(ctx.sessions, create)
     if model.status == "inspecting":
-        ctx.queue.send(INSPECT_MODEL, model.id)
+        await run_in_threadpool(enqueue_or_undo, ctx.sessions, ctx.queue, INSPECT_MODEL, Model,
+                                model.id)
         model = await _await_inspection(ctx, Model, model.id)
     return JSONResponse(model_out(model).model_dump(mode="json"), status_code=201,
                         headers={"Location": f"/v1/models/{model.id}"})
@@ -182,7 +183,8 @@ async def upload_dataset(request: Request, ctx: Ctx) -> JSONResponse:
 
     dataset = await in_transaction(ctx.sessions, create)
     if dataset.status == "inspecting":
-        ctx.queue.send(INSPECT_DATASET, dataset.id)
+        await run_in_threadpool(enqueue_or_undo, ctx.sessions, ctx.queue, INSPECT_DATASET,
+                                Dataset, dataset.id)
         dataset = await _await_inspection(ctx, Dataset, dataset.id)
     return JSONResponse(dataset_out(dataset).model_dump(mode="json"), status_code=201,
                         headers={"Location": f"/v1/datasets/{dataset.id}"})

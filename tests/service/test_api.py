@@ -173,3 +173,27 @@ def test_a_running_job_cancel_sets_the_flag_its_worker_reads(api, ready_model, s
                            analyses={}) is False
     with sessions() as session:
         assert session.get(Job, job["id"]).cancel_requested is True
+
+
+def test_a_broker_that_refuses_leaves_no_job_behind_and_answers_503(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+    from service.db.models import Model
+    from service.db.session import make_engine, session_factory, transaction, upgrade
+    from tests.e2e.launch import free_port
+    from tests.service.support import embedded_settings
+
+    settings = embedded_settings(tmp_path, broker_url=f"redis://127.0.0.1:{free_port()}/0")
+    upgrade(settings.database_url)
+    model = Model(sha256="0" * 64, size_bytes=1, name="m", status="ready", format="onnx",
+                  input_shape=[64], layers=[])
+    with transaction(session_factory(make_engine(settings.database_url))) as session:
+        session.add(model)
+    with TestClient(create_app(settings)) as client:
+        answer = client.post("/v1/jobs", json={"model_id": model.id, "dataset": "builtin:iris"},
+                             headers={"Idempotency-Key": "k1"})
+        assert "task queue is unavailable" in _problem(answer, 503)["detail"]
+        assert answer.headers["retry-after"] == "5"
+        assert client.get("/v1/jobs").json()["items"] == []
+        assert _problem(client.get("/readyz"), 503)["checks"]["broker"].startswith("unavailable")
