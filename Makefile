@@ -10,11 +10,12 @@ install: $(STAMP)
 
 # torch first and alone, pinned exactly: pip then takes the local CPU wheel
 # where one is configured, instead of resolving a CUDA build from the index.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml client/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "torch==2.13.0"
 	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q -e "./client[check]"
 	touch $(STAMP)
 
 demo: install
@@ -40,8 +41,8 @@ bench: install
 	$(BIN)/python -m benchmarks
 
 lint: install
-	$(BIN)/ruff check layerlens service workers migrations tests benchmarks
-	$(BIN)/mypy layerlens service workers
+	$(BIN)/ruff check layerlens service workers migrations client tests benchmarks
+	$(BIN)/mypy layerlens service workers client/layerlens_client
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache .mypy_cache .ruff_cache

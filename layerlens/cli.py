@@ -104,6 +104,8 @@ def _build_parser() -> argparse.ArgumentParser:
                         help="comma-separated queues to consume (jobs,inspect)")
     worker.add_argument("--concurrency", type=_positive_int, default=1)
     commands.add_parser("migrate", help="alembic upgrade head on LAYERLENS_DATABASE_URL")
+    commands.add_parser("check", add_help=False,
+                        help="fail a CI build whose model breaks a policy (layerlens check -h)")
 
     demo = commands.add_parser(
         "demo", help="train a small digits CNN, export it to ONNX and TorchScript, and analyse "
@@ -184,8 +186,13 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["check"]:  # the CI gate lives in the light client package
+        from layerlens_client.check import main as check
+
+        return check(arguments[1:])
     try:
-        args = _build_parser().parse_args(argv)
+        args = _build_parser().parse_args(arguments)
     except SystemExit as exc:  # usage errors (status 2) and --help (status 0)
         return int(exc.code or 0)
     handlers = {"analyze": _run_analyze, "demo": _run_demo, "serve": _run_service,

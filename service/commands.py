@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import signal
 import subprocess
@@ -13,6 +15,7 @@ from pathlib import Path
 from service.config import Settings
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
+PR_SET_PDEATHSIG = 1
 
 
 def migrate(settings: Settings) -> None:
@@ -55,6 +58,12 @@ def run_api(settings: Settings, host: str, port: int) -> int:
     return 0
 
 
+def _stop_with_parent() -> None:
+    """In a worker, before exec: SIGTERM (a warm shutdown) when ``serve`` dies, however it dies."""
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def spawn_workers(env: dict[str, str], log_dir: Path) -> list[subprocess.Popen[bytes]]:
     """The embedded deployment's two worker processes: jobs, and upload inspection."""
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -64,7 +73,8 @@ def spawn_workers(env: dict[str, str], log_dir: Path) -> list[subprocess.Popen[b
         processes.append(subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "workers.celery_app",
              *worker_argv([queue], name=queue)],
-            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=_stop_with_parent))
     return processes
 
 
@@ -99,6 +109,9 @@ def run_serve(settings: Settings, host: str, port: int) -> int:
            "LAYERLENS_DATABASE_URL": settings.database_url,
            "LAYERLENS_BROKER_URL": settings.broker_url,
            "LAYERLENS_STORAGE_URL": settings.storage_url}
+    # uvicorn re-raises the SIGTERM it caught once it has shut down; with Python's default
+    # action the process would die before the `finally` below stops the workers.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     workers = spawn_workers(env, settings.data_dir / "logs")
     print(f"layerlens: serving http://{host}:{port} (data: {settings.data_dir}; worker logs: "
           f"{settings.data_dir / 'logs'})", flush=True)

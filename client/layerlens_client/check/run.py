@@ -1,0 +1,92 @@
+"""Where the report comes from: the server (through the client) or the engine in-process."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from layerlens_client.check.policy import Policy
+
+#: Job failure reasons that mean the input was refused (exit 2); the rest are infrastructure.
+INPUT_REASONS = frozenset({"invalid_input"})
+
+
+class InputProblem(Exception):
+    """The model, dataset or options were refused (exit 2)."""
+
+
+class InfrastructureProblem(Exception):
+    """The server, a worker or the engine failed (exit 3)."""
+
+
+@dataclass
+class Produced:
+    report: dict[str, Any]
+    image_url: Callable[[str], str]
+    report_url: str | None
+
+
+def remote(server: str, model: Path, dataset: str, policy: Policy, *,
+           input_shape: Sequence[int] | None, timeout_s: float, api_key: str | None) -> Produced:
+    """Upload, queue, wait and fetch the report through the light client."""
+    from layerlens_client import Client, errors
+
+    try:
+        with Client(server, api_key=api_key) as client:
+            uploaded = client.upload_model(model, input_shape=input_shape)
+            job = client.create_job(uploaded.id, dataset, policy.analyses, layers=policy.layers,
+                                    max_samples=policy.max_samples, seed=policy.seed)
+            job = client.wait(job, timeout=timeout_s)
+            if job.status != "succeeded":
+                message = (f"job {job.id} ended {job.status}"
+                           + (f" ({job.reason})" if job.reason else "")
+                           + (f": {job.error}" if job.error else ""))
+                if job.reason in INPUT_REASONS:
+                    raise InputProblem(message)
+                raise InfrastructureProblem(message)
+            report = client.report(job.id)
+    except (errors.BadRequestError, errors.NotFoundError, errors.ConflictError,
+            errors.AuthenticationError) as exc:
+        raise InputProblem(str(exc)) from exc
+    except errors.LayerlensError as exc:  # connection, timeout, rate limit, 5xx, wait timeout
+        raise InfrastructureProblem(f"{server}: {exc}") from exc
+    base = f"{server.rstrip('/')}/v1/jobs/{job.id}"
+    return Produced(report, lambda name: f"{base}/artifacts/{name}", f"{base}/report.html")
+
+
+def local(model: Path, dataset: str, policy: Policy, out: Path, *,
+          input_shape: Sequence[int] | None) -> Produced:
+    """Run the engine in this process (needs the full layerlens package)."""
+    try:
+        from layerlens.analyze import AnalyzeOptions, analyze
+        from layerlens.errors import InputError
+        from layerlens.spec import parse_spec
+    except ImportError as exc:
+        raise InputProblem("without --server, layerlens check runs the analyses in-process "
+                           "and needs the full layerlens package (pip install layerlens); "
+                           "with only the light client, pass --server URL") from exc
+    try:
+        spec = None if policy.analyses is None else parse_spec(policy.analyses)
+        options = AnalyzeOptions(analyses=spec, layers=policy.layers,
+                                 max_samples=policy.max_samples, seed=policy.seed,
+                                 input_shape=input_shape)
+        report = analyze(model, dataset, out, options).model_dump(mode="json")
+    except InputError as exc:
+        raise InputProblem(str(exc)) from exc
+    except Exception as exc:
+        raise InfrastructureProblem(f"the analysis failed: {type(exc).__name__}: {exc}") from exc
+    return Produced(report, lambda name: str((out / name).resolve()),
+                    str((out / "report.html").resolve()))
+
+
+def read_report(path: Path, what: str) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputProblem(f"cannot read the {what} report {path}: {exc}") from exc
+    if not isinstance(data, dict) or "analyses" not in data:
+        raise InputProblem(f"{path} is not a layerlens report.json")
+    return data

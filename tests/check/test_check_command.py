@@ -1,0 +1,163 @@
+"""``layerlens check`` as a real process: in-process engine and through the embedded service.
+
+The damaged model is the trained digits CNN with the entries of every weight tensor
+shuffled (seeded). Measured on 300 samples: the output layer's probe accuracy falls from
+about 0.97 to about 0.68 and the last hidden layer's PCA neighbourhood hit from about 0.59
+to about 0.28, so the thresholds below (0.85, 0.45) leave wide margins both ways.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+import torch
+
+from layerlens.demo import DIGITS_SHAPE, export_onnx
+from tests.e2e import launch
+
+pytestmark = pytest.mark.slow
+
+POLICY = """\
+analyses:
+  - {kind: linear_probe}
+  - {kind: projection, method: pca}
+max_samples: 300
+rules:
+  - name: output layer separable
+    metric: linear_probe.test_accuracy
+    layer: last
+    min: 0.85
+  - name: last hidden neighbourhoods
+    metric: projection.neighborhood_hit
+    layer: last_hidden
+    min: 0.45
+"""
+
+
+def check(*args: object, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "layerlens.cli", "check", *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def models(trained_cnn, tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("check-models")
+    damaged = copy.deepcopy(trained_cnn)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for weight in damaged.parameters():
+            order = torch.randperm(weight.numel(), generator=generator)
+            weight.copy_(weight.flatten()[order].reshape(weight.shape))
+    return {"good": export_onnx(trained_cnn, folder / "good.onnx", DIGITS_SHAPE),
+            "damaged": export_onnx(damaged, folder / "damaged.onnx", DIGITS_SHAPE)}
+
+
+@pytest.fixture(scope="module")
+def policy(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("policy") / "policy.yaml"
+    path.write_text(POLICY)
+    return path
+
+
+@pytest.fixture(scope="module")
+def good_local(models, policy, tmp_path_factory) -> tuple[subprocess.CompletedProcess[str], Path]:
+    out = tmp_path_factory.mktemp("good-local")
+    done = check(models["good"], "--dataset", "builtin:digits", "--policy", policy,
+                 "--out", out, "--junit", out / "junit.xml", "--summary", out / "summary.md")
+    return done, out
+
+
+def _junit_failures(path: Path) -> tuple[int, int]:
+    suite = ET.parse(path).getroot().find("testsuite")
+    assert suite is not None
+    return len(suite.findall("testcase")), int(suite.get("failures", "-1"))
+
+
+def test_a_good_model_passes_in_process(good_local):
+    done, out = good_local
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "2 passed, 0 failed" in done.stdout
+    assert _junit_failures(out / "junit.xml") == (2, 0)
+    assert "✅ passed" in (out / "summary.md").read_text()
+    assert (out / "report.json").is_file() and (out / "report.html").is_file()
+
+
+def test_a_damaged_model_fails_with_the_rules_named(models, policy, tmp_path):
+    done = check(models["damaged"], "--dataset", "builtin:digits", "--policy", policy,
+                 "--out", tmp_path, "--junit", tmp_path / "junit.xml")
+    assert done.returncode == 1, done.stdout + done.stderr
+    failing = [line for line in done.stdout.splitlines() if line.rstrip().endswith("FAIL")]
+    assert any(line.startswith("output layer separable") for line in failing), done.stdout
+    assert any(line.startswith("last hidden neighbourhoods") for line in failing), done.stdout
+    assert _junit_failures(tmp_path / "junit.xml") == (2, 2)
+
+
+def test_a_drop_against_the_baseline_fails(models, good_local, tmp_path):
+    policy = tmp_path / "drop.yaml"
+    policy.write_text(POLICY.split("rules:")[0] + "rules:\n"
+                      "  - {metric: linear_probe.test_accuracy, layer: last, max_drop: 0.02}\n")
+    baseline = good_local[1] / "report.json"
+    same = check(models["good"], "--dataset", "builtin:digits", "--policy", policy,
+                 "--baseline", baseline, "--out", tmp_path / "same")
+    assert same.returncode == 0, same.stdout + same.stderr
+    worse = check(models["damaged"], "--dataset", "builtin:digits", "--policy", policy,
+                  "--baseline", baseline, "--out", tmp_path / "worse")
+    assert worse.returncode == 1 and ">= baseline" in worse.stdout
+
+
+@pytest.mark.parametrize(("policy_text", "needle"), [
+    ("rules: [{metric: linear_probe.test_accuracy, layer: fc7, min: 0.9}]\n"
+     "analyses: [{kind: linear_probe}]\nmax_samples: 100", "no layer 'fc7'"),
+    ("rules: [{metric: linear_probe.test_accuracy, layer: last}]", "threshold"),
+    ("rules: [{metric: linear_probe.accuracy, layer: last, min: 0.5}]\n"
+     "analyses: [{kind: linear_probe}]\nmax_samples: 100", "test_accuracy"),
+])
+def test_a_bad_policy_is_exit_2_with_one_line(models, tmp_path, policy_text, needle):
+    policy = tmp_path / "bad.yaml"
+    policy.write_text(policy_text)
+    done = check(models["good"], "--dataset", "builtin:digits", "--policy", policy,
+                 "--out", tmp_path)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert needle in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_bad_input_is_exit_2(policy, tmp_path):
+    garbage = tmp_path / "model.onnx"
+    garbage.write_bytes(b"not a model")
+    assert check(tmp_path / "missing.onnx", "--dataset", "builtin:digits",
+                 "--policy", policy).returncode == 2
+    refused = check(garbage, "--dataset", "builtin:digits", "--policy", policy,
+                    "--out", tmp_path)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert check(garbage, "--dataset", "builtin:mnist", "--policy", policy,
+                 "--out", tmp_path).returncode == 2
+
+
+def test_an_unreachable_server_is_exit_3(models, policy, tmp_path):
+    done = check(models["good"], "--dataset", "builtin:digits", "--policy", policy,
+                 "--server", f"http://127.0.0.1:{launch.free_port()}", "--out", tmp_path,
+                 timeout=300)
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "infrastructure" in done.stderr
+
+
+def test_through_the_service_good_passes_and_damaged_fails(models, policy, tmp_path):
+    with launch.embedded(tmp_path / "service") as service:
+        good = check(models["good"], "--dataset", "builtin:digits", "--policy", policy,
+                     "--server", service.url, "--out", tmp_path / "good",
+                     "--junit", tmp_path / "good.xml", "--summary", tmp_path / "good.md")
+        assert good.returncode == 0, good.stdout + good.stderr
+        assert _junit_failures(tmp_path / "good.xml") == (2, 0)
+        summary = (tmp_path / "good.md").read_text()
+        assert f"{service.url}/v1/jobs/" in summary and "/artifacts/" in summary
+        report = json.loads((tmp_path / "good" / "report.json").read_text())
+        assert set(report["analyses"]) == {"linear_probe", "projection"}
+        damaged = check(models["damaged"], "--dataset", "builtin:digits", "--policy", policy,
+                        "--server", service.url, "--out", tmp_path / "damaged")
+        assert damaged.returncode == 1, damaged.stdout + damaged.stderr
