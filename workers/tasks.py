@@ -9,6 +9,7 @@ import shutil
 import socket
 import tempfile
 import time
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -57,45 +58,41 @@ class WorkerContext:
 
 def inspect_model(ctx: WorkerContext, model_id: str) -> None:
     """Open the uploaded model in a child process; record its format and layers, or why not."""
-    with ctx.sessions() as session:
-        model = session.get(Model, model_id)
-        if model is None or model.status != "inspecting":
-            return
-        sha, shape = model.sha256, model.input_shape
-    scratch = ctx.scratch(f"model-{model_id}")
-    try:
-        path = scratch / "model.bin"
-        ctx.storage.fetch(sha, path)
-        args = ["inspect-model", str(path)]
-        if shape:
-            args += ["--input-shape", ",".join(str(d) for d in shape)]
-        outcome = run_child(args, scratch / "run", time_limit_s=INSPECT_TIME_LIMIT_S)
-        values = _inspection_values(outcome, ("format", "input_shape", "layers"))
-        with transaction(ctx.sessions) as session:
-            session.execute(update(Model).where(Model.id == model_id,
-                                                Model.status == "inspecting").values(**values))
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    def args(row: Any, path: Path) -> list[str]:
+        shape = ["--input-shape", ",".join(map(str, row.input_shape))] if row.input_shape else []
+        return ["inspect-model", str(path), *shape]
+
+    _inspect(ctx, Model, model_id, "model.bin", args, ("format", "input_shape", "layers"))
 
 
 def inspect_dataset(ctx: WorkerContext, dataset_id: str) -> None:
     """Read the uploaded dataset in a child process; record its shape, or why not."""
+    def args(row: Any, path: Path) -> list[str]:
+        return ["inspect-dataset", str(path), "--ref", f"dataset:{dataset_id}"]
+
     with ctx.sessions() as session:
         dataset = session.get(Dataset, dataset_id)
-        if dataset is None or dataset.status != "inspecting":
-            return
-        sha, suffix = dataset.sha256, dataset.file_format
-    scratch = ctx.scratch(f"dataset-{dataset_id}")
+        suffix = dataset.file_format if dataset is not None else "bin"
+    _inspect(ctx, Dataset, dataset_id, f"data.{suffix}", args,
+             ("n_samples", "x_shape", "n_classes"))
+
+
+def _inspect(ctx: WorkerContext, table: Any, item_id: str, filename: str,
+             args: Callable[[Any, Path], list[str]], keys: tuple[str, ...]) -> None:
+    """Fetch an ``inspecting`` upload, run the child on it, store its verdict (compare-and-set)."""
+    with ctx.sessions() as session:
+        row = session.get(table, item_id)
+        if row is None or row.status != "inspecting":
+            return  # a duplicate delivery, or already inspected
+    scratch = ctx.scratch(f"{table.__tablename__}-{item_id}")
     try:
-        path = scratch / f"data.{suffix}"
-        ctx.storage.fetch(sha, path)
-        outcome = run_child(["inspect-dataset", str(path), "--ref", f"dataset:{dataset_id}"],
-                            scratch / "run", time_limit_s=INSPECT_TIME_LIMIT_S)
-        values = _inspection_values(outcome, ("n_samples", "x_shape", "n_classes"))
+        path = scratch / filename
+        ctx.storage.fetch(row.sha256, path)
+        outcome = run_child(args(row, path), scratch / "run", time_limit_s=INSPECT_TIME_LIMIT_S)
+        values = _inspection_values(outcome, keys)
         with transaction(ctx.sessions) as session:
-            session.execute(update(Dataset).where(Dataset.id == dataset_id,
-                                                  Dataset.status == "inspecting")
-                            .values(**values))
+            session.execute(update(table).where(table.id == item_id,
+                                                table.status == "inspecting").values(**values))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

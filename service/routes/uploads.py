@@ -98,6 +98,14 @@ async def _await_inspection(ctx: ServiceContext, table: Any, item_id: str) -> An
                   headers={"Retry-After": "10"}, **{f"{kind}_id": item_id})
 
 
+async def _inspected(ctx: ServiceContext, table: Any, task: str, row: Any) -> Any:
+    """The row once a worker has inspected it (rows copied from a known upload already are)."""
+    if row.status != "inspecting":
+        return row
+    await run_in_threadpool(enqueue_or_undo, ctx.sessions, ctx.queue, task, table, row.id)
+    return await _await_inspection(ctx, table, row.id)
+
+
 @router.post("/models", status_code=201, response_model=ModelOut,
              summary="Upload an ONNX or TorchScript model (multipart: file, name, input_shape)")
 async def upload_model(request: Request, ctx: Ctx) -> JSONResponse:
@@ -118,36 +126,43 @@ async def upload_model(request: Request, ctx: Ctx) -> JSONResponse:
         session.flush()
         return model
 
-    model = await in_transaction(ctx.sessions, create)
-    if model.status == "inspecting":
-        await run_in_threadpool(enqueue_or_undo, ctx.sessions, ctx.queue, INSPECT_MODEL, Model,
-                                model.id)
-        model = await _await_inspection(ctx, Model, model.id)
+    model = await _inspected(ctx, Model, INSPECT_MODEL, await in_transaction(ctx.sessions, create))
     return JSONResponse(model_out(model).model_dump(mode="json"), status_code=201,
                         headers={"Location": f"/v1/models/{model.id}"})
 
 
-@router.get("/models", response_model=Page[ModelOut])
-def list_models(ctx: Ctx, cursor: str | None = None,
-                limit: Annotated[int, Query(ge=1, le=pagination.MAX_LIMIT)] = 50
-                ) -> Page[ModelOut]:
+def _ready_rows(ctx: ServiceContext, table: Any, cursor: str | None, limit: int) -> list[Any]:
+    """One page (plus one row) of inspected uploads, newest first."""
     with ctx.sessions() as session:
-        rows = list(session.scalars(pagination.paginate(
-            select(Model).where(Model.status == "ready"), Model, cursor, limit)))
+        return list(session.scalars(pagination.paginate(
+            select(table).where(table.status == "ready"), table, cursor, limit)))
+
+
+def _ready_row(ctx: ServiceContext, table: Any, kind: str, item_id: str) -> Any:
+    """An upload by id: 404 if unknown, 409 while inspecting or when refused."""
+    with ctx.sessions() as session:
+        row = session.get(table, item_id)
+    if row is None:
+        raise not_found(kind, item_id)
+    if row.status != "ready":
+        raise Problem(409, f"{kind} '{item_id}' is {row.status}"
+                           + (f": {row.error}" if row.error else ""))
+    return row
+
+
+Limit = Annotated[int, Query(ge=1, le=pagination.MAX_LIMIT)]
+
+
+@router.get("/models", response_model=Page[ModelOut])
+def list_models(ctx: Ctx, cursor: str | None = None, limit: Limit = 50) -> Page[ModelOut]:
+    rows = _ready_rows(ctx, Model, cursor, limit)
     return Page[ModelOut](items=[model_out(m) for m in rows[:limit]],
                           next_cursor=pagination.next_cursor(rows, limit))
 
 
 @router.get("/models/{model_id}", response_model=ModelOut)
-def get_model(model_id: str, ctx: Ctx) -> ModelOut | JSONResponse:
-    with ctx.sessions() as session:
-        model = session.get(Model, model_id)
-    if model is None:
-        raise not_found("model", model_id)
-    if model.status != "ready":
-        raise Problem(409, f"model '{model_id}' is {model.status}"
-                           + (f": {model.error}" if model.error else ""))
-    return model_out(model)
+def get_model(model_id: str, ctx: Ctx) -> ModelOut:
+    return model_out(_ready_row(ctx, Model, "model", model_id))
 
 
 def _dataset_format(filename: str, head: bytes) -> str:
@@ -181,33 +196,19 @@ async def upload_dataset(request: Request, ctx: Ctx) -> JSONResponse:
         session.flush()
         return dataset
 
-    dataset = await in_transaction(ctx.sessions, create)
-    if dataset.status == "inspecting":
-        await run_in_threadpool(enqueue_or_undo, ctx.sessions, ctx.queue, INSPECT_DATASET,
-                                Dataset, dataset.id)
-        dataset = await _await_inspection(ctx, Dataset, dataset.id)
+    dataset = await _inspected(ctx, Dataset, INSPECT_DATASET,
+                               await in_transaction(ctx.sessions, create))
     return JSONResponse(dataset_out(dataset).model_dump(mode="json"), status_code=201,
                         headers={"Location": f"/v1/datasets/{dataset.id}"})
 
 
 @router.get("/datasets", response_model=Page[DatasetOut])
-def list_datasets(ctx: Ctx, cursor: str | None = None,
-                  limit: Annotated[int, Query(ge=1, le=pagination.MAX_LIMIT)] = 50
-                  ) -> Page[DatasetOut]:
-    with ctx.sessions() as session:
-        rows = list(session.scalars(pagination.paginate(
-            select(Dataset).where(Dataset.status == "ready"), Dataset, cursor, limit)))
+def list_datasets(ctx: Ctx, cursor: str | None = None, limit: Limit = 50) -> Page[DatasetOut]:
+    rows = _ready_rows(ctx, Dataset, cursor, limit)
     return Page[DatasetOut](items=[dataset_out(d) for d in rows[:limit]],
                             next_cursor=pagination.next_cursor(rows, limit))
 
 
 @router.get("/datasets/{dataset_id}", response_model=DatasetOut)
 def get_dataset(dataset_id: str, ctx: Ctx) -> DatasetOut:
-    with ctx.sessions() as session:
-        dataset = session.get(Dataset, dataset_id)
-    if dataset is None:
-        raise not_found("dataset", dataset_id)
-    if dataset.status != "ready":
-        raise Problem(409, f"dataset '{dataset_id}' is {dataset.status}"
-                           + (f": {dataset.error}" if dataset.error else ""))
-    return dataset_out(dataset)
+    return dataset_out(_ready_row(ctx, Dataset, "dataset", dataset_id))
