@@ -29,6 +29,7 @@ class Settings:
     inspect_timeout_s : how long an upload waits for a worker to inspect the file.
     dataset_roots : folders that ``file://`` dataset references must lie under.
     job_time_limit_s : hard wall-clock limit of one job (the soft limit is 30 s less).
+    job_memory_bytes : address space of the process that runs a job's model (CPU workers).
     """
 
     data_dir: Path
@@ -40,6 +41,7 @@ class Settings:
     inspect_timeout_s: float = 120.0
     dataset_roots: tuple[Path, ...] = field(default_factory=tuple)
     job_time_limit_s: int = 6 * 3600
+    job_memory_bytes: int = 8 * 1024**3
 
     @property
     def embedded(self) -> bool:
@@ -64,4 +66,5 @@ class Settings:
             inspect_timeout_s=float(_env("INSPECT_TIMEOUT", "120")),
             dataset_roots=roots,
             job_time_limit_s=int(_env("JOB_TIME_LIMIT", str(6 * 3600))),
+            job_memory_bytes=int(_env("JOB_MEMORY", str(8 * 1024**3))),
         )

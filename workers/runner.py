@@ -2,8 +2,9 @@
 
 It speaks one JSON object per line on stdout (``progress``, ``result`` and
 ``error`` events) and knows nothing of SQL, Celery or storage; its parent
-(:mod:`workers.sandbox`) does. Exit status 2 means the input was refused
-(the ``error`` event says why); anything else non-zero is a crash.
+(:mod:`workers.sandbox`) does. Exit status 2 means the input was refused, 3
+that memory ran out (the ``error`` event says which); anything else non-zero
+is a crash.
 
 Commands
 --------
@@ -103,8 +104,18 @@ def main(argv: list[str] | None = None) -> int:
             keep_freed_memory_for_reuse()
             result = _analyze(args.job_file)
     except InputError as exc:
-        emit("error", message=str(exc))
+        emit("error", message=str(exc), reason="invalid_input")
         return 2
+    except MemoryError:
+        emit("error", message="the analysis ran out of memory (the job's memory limit)",
+             reason="memory")
+        return 3
+    except RuntimeError as exc:  # torch's allocator failing under the address-space limit
+        if "can't allocate memory" not in str(exc) and "out of memory" not in str(exc):
+            raise
+        emit("error", message=f"the analysis ran out of memory: {str(exc).splitlines()[0]}",
+             reason="memory")
+        return 3
     emit("result", **result)
     return 0
 

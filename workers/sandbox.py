@@ -1,16 +1,16 @@
-"""Run :mod:`workers.runner` in a fresh child process and follow its events.
+"""Run :mod:`workers.runner` in a fresh, confined child process and follow its events.
 
-The child gets its own scratch folder as working directory and home, an
+The child gets the job's scratch folder (the only place it may write), an
 environment without any ``LAYERLENS_*`` setting (no database, broker or
-storage credentials), its own process group, and dies with its parent.
-The parent reads its JSON events, and can kill it at any moment (cancel,
-time limit).
+storage credentials), its own process group, resource limits, no network,
+and a file system it can barely read (:mod:`workers.confine`); it dies with
+its parent. The parent reads its JSON events, and can kill it at any moment
+(cancel, time limit).
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import queue
@@ -24,10 +24,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from workers.confine import Limits, preexec
+
 #: Environment variables the child may keep: locale, thread counts, CUDA device choice.
 PASSED_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
               "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES")
 STDERR_TAIL = 4000
+#: Exit codes of a child stopped by RLIMIT_CPU (SIGXCPU, then SIGKILL at the hard limit).
+CPU_LIMIT_CODES = (-signal.SIGXCPU,)
 
 
 def child_env(scratch: Path) -> dict[str, str]:
@@ -37,12 +41,6 @@ def child_env(scratch: Path) -> dict[str, str]:
     return env
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: SIGKILL when the parent dies (Linux prctl PR_SET_PDEATHSIG)."""
-    with contextlib.suppress(OSError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
-
-
 @dataclass
 class ChildOutcome:
     """How the child ended: ``result`` on success, else ``error`` (refused input) or a crash."""
@@ -50,11 +48,25 @@ class ChildOutcome:
     returncode: int | None
     result: dict[str, Any] | None = None
     error: str | None = None
+    error_reason: str = "invalid_input"  # or "memory", from the child's error event
     killed_because: str | None = None  # "canceled" | "timeout" | None
     stderr_tail: str = ""
 
     @property
+    def failure_reason(self) -> str:
+        """``timeout``, ``memory``, ``invalid_input`` or ``crashed``."""
+        if self.killed_because == "timeout" or self.returncode in CPU_LIMIT_CODES:
+            return "timeout"
+        if self.error is not None:
+            return self.error_reason
+        if self.returncode == -signal.SIGKILL:
+            return "memory"  # not killed by us: the kernel's out-of-memory killer
+        return "crashed"
+
+    @property
     def crash_summary(self) -> str:
+        if self.returncode in CPU_LIMIT_CODES:
+            return "the analysis used up its CPU time and was stopped"
         if self.returncode is not None and self.returncode < 0:
             name = signal.Signals(-self.returncode).name
             return f"the analysis process was killed by {name}"
@@ -65,10 +77,12 @@ class ChildOutcome:
 
 @dataclass
 class Child:
-    """One run of ``python -m workers.runner ARGS`` in ``scratch``."""
+    """One run of ``python -m workers.runner ARGS`` in ``scratch``, writing only ``writable``."""
 
     args: list[str]
     scratch: Path
+    writable: Path
+    limits: Limits
     process: subprocess.Popen[bytes] = field(init=False)
     _events: queue.Queue[dict[str, Any] | None] = field(init=False, default_factory=queue.Queue)
 
@@ -78,7 +92,8 @@ class Child:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "workers.runner", *self.args], cwd=self.scratch,
             env=child_env(self.scratch), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=self._stderr, start_new_session=True, preexec_fn=_die_with_parent)
+            stderr=self._stderr, start_new_session=True,
+            preexec_fn=preexec(self.limits, [str(self.writable)]))
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
@@ -120,14 +135,15 @@ class Child:
             return handle.read().decode("utf-8", "replace")
 
 
-def run_child(args: list[str], scratch: Path, *, time_limit_s: float,
+def run_child(args: list[str], folder: Path, *, time_limit_s: float, limits: Limits,
               on_event: Any = None, should_stop: Any = None, poll_s: float = 0.25) -> ChildOutcome:
-    """Run the child to its end, killing it past ``time_limit_s`` or when ``should_stop()``.
+    """Run the child in ``folder/run`` to its end, killing it past ``time_limit_s`` or when
+    ``should_stop()``; it may write only inside ``folder``.
 
     ``on_event(event)`` sees every progress event; ``should_stop()`` is asked
     every ``poll_s`` seconds at most (it may be rate-limited by the caller).
     """
-    child = Child(args, scratch)
+    child = Child(args, folder / "run", folder, limits)
     deadline = time.monotonic() + time_limit_s
     outcome = ChildOutcome(returncode=None)
     try:
@@ -138,6 +154,7 @@ def run_child(args: list[str], scratch: Path, *, time_limit_s: float,
                     outcome.result = event
                 elif kind == "error":
                     outcome.error = str(event.get("message", "invalid input"))
+                    outcome.error_reason = str(event.get("reason", "invalid_input"))
                 elif on_event is not None:
                     on_event(event)
             if time.monotonic() > deadline:

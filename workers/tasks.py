@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import mimetypes
+import os
 import shutil
 import socket
 import tempfile
@@ -23,6 +24,7 @@ from service.db.models import Dataset, Job, Model
 from service.db.session import make_engine, session_factory, transaction
 from service.queue import INSPECT_TIME_LIMIT_S
 from service.storage import Storage, hash_file, open_storage
+from workers.confine import Limits
 from workers.sandbox import ChildOutcome, run_child
 
 log = logging.getLogger("layerlens.worker")
@@ -49,6 +51,16 @@ class WorkerContext:
     def storage(self) -> Storage:
         return open_storage(self.settings.storage_url,
                             endpoint_url=self.settings.s3_endpoint_url)
+
+    def limits(self, time_limit_s: float) -> Limits:
+        """The child's resource limits: the job's memory, and CPU for every core it may use.
+
+        No address-space limit on a GPU worker: the CUDA driver reserves far more
+        address space than it uses.
+        """
+        gpu = any(Path("/dev").glob("nvidia[0-9]*"))
+        return Limits(memory_bytes=None if gpu else self.settings.job_memory_bytes,
+                      cpu_seconds=int(time_limit_s * (os.cpu_count() or 1)) + 60)
 
     def scratch(self, name: str) -> Path:
         root = Path(tempfile.gettempdir()) / "layerlens-scratch"
@@ -88,7 +100,8 @@ def _inspect(ctx: WorkerContext, table: Any, item_id: str, filename: str,
     try:
         path = scratch / filename
         ctx.storage.fetch(row.sha256, path)
-        outcome = run_child(args(row, path), scratch / "run", time_limit_s=INSPECT_TIME_LIMIT_S)
+        outcome = run_child(args(row, path), scratch, time_limit_s=INSPECT_TIME_LIMIT_S,
+                            limits=ctx.limits(INSPECT_TIME_LIMIT_S))
         values = _inspection_values(outcome, keys)
         with transaction(ctx.sessions) as session:
             session.execute(update(table).where(table.id == item_id,
@@ -137,8 +150,10 @@ class JobRun:
 
     def _run_in(self, scratch: Path) -> None:
         job_file = self._prepare(scratch)
-        outcome = run_child(["analyze", str(job_file)], scratch / "run",
-                            time_limit_s=self.ctx.settings.job_time_limit_s - 60,
+        time_limit_s = self.ctx.settings.job_time_limit_s - 60
+        outcome = run_child(["analyze", str(job_file)], scratch,
+                            limits=self.ctx.limits(time_limit_s),
+                            time_limit_s=time_limit_s,
                             on_event=self._on_progress, should_stop=self._should_stop)
         if outcome.killed_because == "canceled":
             with transaction(self.ctx.sessions) as session:
@@ -147,9 +162,9 @@ class JobRun:
         elif outcome.killed_because == "timeout":
             self._fail("timeout", "the job ran past its time limit and was stopped")
         elif outcome.error is not None:
-            self._fail("invalid_input", outcome.error)
+            self._fail(outcome.failure_reason, outcome.error)
         elif outcome.returncode != 0 or outcome.result is None:
-            self._fail("crashed", outcome.crash_summary)
+            self._fail(outcome.failure_reason, outcome.crash_summary)
         else:
             self._store(Path(outcome.result["out"]))
 
@@ -170,8 +185,10 @@ class JobRun:
         if dataset is not None:
             source["file"] = str(scratch / f"dataset.{dataset.file_format}")
             self.ctx.storage.fetch(dataset.sha256, Path(source["file"]))
-        elif ref.startswith("file://"):
-            source["file"] = ref.removeprefix("file://")  # checked against the roots by the API
+        elif ref.startswith("file://"):  # under the roots (the API checked); the child can
+            original = Path(ref.removeprefix("file://"))  # read only its own folder
+            source["file"] = str(scratch / f"dataset{original.suffix.lower()}")
+            shutil.copyfile(original, source["file"])
         options = {key: request[key] for key in ("layers", "max_samples", "seed", "mean", "std")
                    if request.get(key) is not None}
         options["input_shape"] = model.input_shape
