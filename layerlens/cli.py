@@ -104,6 +104,12 @@ def _build_parser() -> argparse.ArgumentParser:
                         help="comma-separated queues to consume (jobs,inspect)")
     worker.add_argument("--concurrency", type=_positive_int, default=1)
     commands.add_parser("migrate", help="alembic upgrade head on LAYERLENS_DATABASE_URL")
+    api_keys = commands.add_parser("keys", help="create, list or revoke API keys")
+    api_keys.add_argument("action", choices=("create", "list", "revoke"))
+    api_keys.add_argument("key_id", nargs="?", help="revoke: the key's id or prefix")
+    api_keys.add_argument("--tenant", help="create: the tenant the key acts for")
+    api_keys.add_argument("--name", default="", help="create: a label, e.g. ci-main")
+    api_keys.add_argument("--data-dir", type=Path, help="embedded state folder")
     commands.add_parser("check", add_help=False,
                         help="fail a CI build whose model breaks a policy (layerlens check -h)")
 
@@ -140,10 +146,13 @@ def _run_service(args: argparse.Namespace) -> int:
             return EXIT_OK
         if args.command == "worker":
             return commands.run_worker(args.queues.split(","), args.concurrency)
+        if args.command == "keys":
+            return commands.keys(settings, args.action, tenant=args.tenant, name=args.name,
+                                 key_id=args.key_id)
         if args.command == "api":
             return commands.run_api(settings, args.host, args.port)
         return commands.run_serve(settings, args.host, args.port)
-    except SchemaNotMigrated as exc:
+    except (SchemaNotMigrated, commands.Refused) as exc:
         print(f"layerlens: error: {exc}", file=sys.stderr)
         return EXIT_INPUT
 
@@ -196,7 +205,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # usage errors (status 2) and --help (status 0)
         return int(exc.code or 0)
     handlers = {"analyze": _run_analyze, "demo": _run_demo, "serve": _run_service,
-                "api": _run_service, "worker": _run_service, "migrate": _run_service}
+                "api": _run_service, "worker": _run_service, "migrate": _run_service,
+                "keys": _run_service}
     from layerlens.runtime import keep_freed_memory_for_reuse
 
     keep_freed_memory_for_reuse()

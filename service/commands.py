@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from service.config import Settings
@@ -30,6 +31,57 @@ def _where(settings: Settings) -> str:
     from sqlalchemy.engine import make_url
 
     return make_url(settings.database_url).render_as_string(hide_password=True)
+
+
+class Refused(ValueError):
+    """A configuration the service will not start with (exit 2)."""
+
+
+def auth_for(settings: Settings, host: str, *, default_off: bool) -> Settings:
+    """Keys are required everywhere but loopback; ``serve`` on loopback runs without them
+    unless LAYERLENS_AUTH says otherwise. Says which at start."""
+    explicit = os.environ.get("LAYERLENS_AUTH")
+    if host in LOOPBACK and default_off and explicit is None:
+        settings = replace(settings, auth_required=False)
+    if not settings.auth_required:
+        if host not in LOOPBACK:
+            raise Refused(f"LAYERLENS_AUTH=off is allowed only on loopback, not on {host}: "
+                          "create keys with `layerlens keys create --tenant NAME`")
+        print(f"layerlens: no API keys needed: bound to {host} (loopback only), every caller "
+              "is the tenant 'local'; set LAYERLENS_AUTH=required to use keys", flush=True)
+    else:
+        print("layerlens: API keys required (Authorization: Bearer <key>; "
+              "`layerlens keys create --tenant NAME`)", flush=True)
+    return settings
+
+
+def keys(settings: Settings, action: str, *, tenant: str | None, name: str,
+         key_id: str | None) -> int:
+    """``layerlens keys create|list|revoke``."""
+    from service.auth import create_key, list_keys, revoke_key
+    from service.db.session import make_engine, require_migrated, session_factory
+
+    engine = make_engine(settings.database_url)
+    require_migrated(engine)
+    sessions = session_factory(engine)
+    if action == "create":
+        if not tenant:
+            raise Refused("keys create needs --tenant NAME")
+        try:
+            issued = create_key(sessions, tenant, name)
+        except ValueError as exc:
+            raise Refused(str(exc)) from exc
+        print(f"key id {issued.id} for tenant {issued.tenant} (shown once, store it now):")
+        print(issued.key)
+    elif action == "list":
+        for item_id, owner, label, prefix, revoked in list_keys(sessions):
+            state = f"revoked {revoked:%Y-%m-%d %H:%M}" if revoked else "active"
+            print(f"{item_id}  {owner:<20} {label:<20} {prefix}...  {state}")
+    else:
+        if not key_id or not revoke_key(sessions, key_id):
+            raise Refused(f"no active key '{key_id}' (see `layerlens keys list`)")
+        print(f"revoked {key_id}")
+    return 0
 
 
 def worker_argv(queues: Sequence[str], *, concurrency: int = 1, name: str = "worker") -> list[str]:
@@ -53,6 +105,7 @@ def run_api(settings: Settings, host: str, port: int) -> int:
 
     from service.app import create_app
 
+    settings = auth_for(settings, host, default_off=False)
     uvicorn.run(create_app(settings), host=host, port=port, log_level="info",
                 proxy_headers=True, timeout_graceful_shutdown=10)
     return 0
@@ -100,9 +153,7 @@ def run_serve(settings: Settings, host: str, port: int) -> int:
 
     from service.app import create_app
 
-    if host not in LOOPBACK:
-        print(f"layerlens: warning: serving on {host} without API keys; anyone who reaches "
-              "this port can upload models, which run as code on this machine", flush=True)
+    settings = auth_for(settings, host, default_off=True)
     if settings.database_url.startswith("sqlite"):
         migrate(settings)
     env = {**os.environ, "LAYERLENS_DATA_DIR": str(settings.data_dir),

@@ -30,8 +30,8 @@ class ServiceCollector(Collector):
         buckets = [func.sum(case((AnalysisResult.duration_s <= b, 1), else_=0))
                    for b in DURATION_BUCKETS_S]
         with self.ctx.sessions() as session:
-            counts = dict(session.execute(select(Job.status, func.count()).group_by(Job.status))
-                          .tuples().all())
+            counts = {status: count for status, count in session.execute(
+                select(Job.status, func.count()).group_by(Job.status))}
             durations = session.execute(
                 select(AnalysisResult.kind, func.count(), func.sum(AnalysisResult.duration_s),
                        *buckets).where(AnalysisResult.duration_s.is_not(None))

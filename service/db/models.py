@@ -33,12 +33,36 @@ class Base(DeclarativeBase):
     type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON, list[Any]: JSON}
 
 
+#: The tenant of everything made while the API runs without keys (loopback only).
+LOCAL_TENANT = "local"
+
+
+def _tenant_column() -> Mapped[str]:
+    return mapped_column(String(64), index=True, default=LOCAL_TENANT,
+                         server_default=LOCAL_TENANT)
+
+
+class ApiKey(Base):
+    """An API key: only its sha256 is stored; the key itself is shown once, at creation."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenant: Mapped[str] = mapped_column(String(64), index=True)
+    name: Mapped[str] = mapped_column(String(255))
+    key_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))  # the key's first characters, to recognise it
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
 class Model(Base):
     """An uploaded model file; ``layers`` is filled in by a worker's inspection."""
 
     __tablename__ = "models"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenant: Mapped[str] = _tenant_column()
     sha256: Mapped[str] = mapped_column(String(64), index=True)
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     name: Mapped[str] = mapped_column(String(255))
@@ -56,6 +80,7 @@ class Dataset(Base):
     __tablename__ = "datasets"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenant: Mapped[str] = _tenant_column()
     sha256: Mapped[str] = mapped_column(String(64), index=True)
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     name: Mapped[str] = mapped_column(String(255))
@@ -75,11 +100,13 @@ class Job(Base):
     __tablename__ = "jobs"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenant: Mapped[str] = _tenant_column()
     model_id: Mapped[str] = mapped_column(ForeignKey("models.id"), index=True)
     dataset_ref: Mapped[str] = mapped_column(String(1024))
     request: Mapped[dict[str, Any]]  # the validated job body
     request_sha256: Mapped[str] = mapped_column(String(64))
-    idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
+    #: ``<tenant>:<Idempotency-Key>``: unique, so one key makes one job per tenant
+    idempotency_key: Mapped[str | None] = mapped_column(String(320), unique=True)
     status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     stage: Mapped[str | None] = mapped_column(String(64))

@@ -16,6 +16,7 @@ from layerlens.data.resolve import BUILTIN_NAMES
 from layerlens.errors import InputError
 from layerlens.spec import default_spec, parse_spec
 from service import pagination
+from service.auth import Tenant
 from service.context import ServiceContext, context
 from service.db import jobs as state
 from service.db.models import (
@@ -56,7 +57,7 @@ def _accepted(job: Job) -> JSONResponse:
                                  "Retry-After": str(POLL_AFTER_S)})
 
 
-def _check_dataset(ctx: ServiceContext, ref: str) -> None:
+def _check_dataset(ctx: ServiceContext, ref: str, tenant: str) -> None:
     if ref.startswith("builtin:"):
         if ref.removeprefix("builtin:") not in BUILTIN_NAMES:
             raise Problem(422, f"unknown built-in dataset '{ref}' (available: "
@@ -65,7 +66,7 @@ def _check_dataset(ctx: ServiceContext, ref: str) -> None:
     if ref.startswith("dataset:"):
         with ctx.sessions() as session:
             dataset = session.get(Dataset, ref.removeprefix("dataset:"))
-        if dataset is None or dataset.status != "ready":
+        if dataset is None or dataset.tenant != tenant or dataset.status != "ready":
             raise Problem(422, f"no uploaded dataset '{ref}' (POST /v1/datasets first)")
         return
     if ref.startswith("file://"):
@@ -84,7 +85,7 @@ def _check_dataset(ctx: ServiceContext, ref: str) -> None:
                        "dataset:<id> from POST /v1/datasets, or file://<path> under a root)")
 
 
-def _validated(ctx: ServiceContext, body: JobCreate) -> dict[str, Any]:
+def _validated(ctx: ServiceContext, body: JobCreate, tenant: str) -> dict[str, Any]:
     """The request with its analyses spec validated and defaults filled in."""
     try:
         spec = default_spec() if body.analyses is None else parse_spec(body.analyses)
@@ -95,11 +96,11 @@ def _validated(ctx: ServiceContext, body: JobCreate) -> dict[str, Any]:
                            "for all four")
     with ctx.sessions() as session:
         model = session.get(Model, body.model_id)
-    if model is None:
+    if model is None or model.tenant != tenant:
         raise Problem(422, f"no model '{body.model_id}' (POST /v1/models first)")
     if model.status != "ready":
         raise Problem(409, f"model '{body.model_id}' is {model.status}")
-    _check_dataset(ctx, body.dataset)
+    _check_dataset(ctx, body.dataset, tenant)
     request = body.model_dump(mode="json")
     request["analyses"] = [entry.model_dump(mode="json") for entry in spec]
     return request
@@ -107,24 +108,25 @@ def _validated(ctx: ServiceContext, body: JobCreate) -> dict[str, Any]:
 
 @router.post("", status_code=202, response_model=JobOut,
              summary="Queue an analysis job; poll the Location it returns")
-def create_job(body: JobCreate, ctx: Ctx,
+def create_job(body: JobCreate, ctx: Ctx, tenant: Tenant,
                idempotency_key: Annotated[str | None, Header(max_length=255)] = None
                ) -> JSONResponse:
     digest = hashlib.sha256(json.dumps(body.model_dump(mode="json"),
                                        sort_keys=True).encode()).hexdigest()
-    if idempotency_key:
-        replay = _replay(ctx, idempotency_key, digest)
+    scoped_key = f"{tenant}:{idempotency_key}" if idempotency_key else None
+    if scoped_key:
+        replay = _replay(ctx, scoped_key, digest)
         if replay is not None:
             return _accepted(replay)
-    request = _validated(ctx, body)
-    job = Job(model_id=body.model_id, dataset_ref=body.dataset, request=request,
-              request_sha256=digest, idempotency_key=idempotency_key or None,
+    request = _validated(ctx, body, tenant)
+    job = Job(tenant=tenant, model_id=body.model_id, dataset_ref=body.dataset, request=request,
+              request_sha256=digest, idempotency_key=scoped_key,
               analyses={e["kind"]: {"state": "pending"} for e in request["analyses"]})
     try:
         with transaction(ctx.sessions) as session:
             session.add(job)
     except IntegrityError:  # the same key raced in from another request
-        replay = _replay(ctx, idempotency_key or "", digest)
+        replay = _replay(ctx, scoped_key or "", digest)
         if replay is None:
             raise
         return _accepted(replay)
@@ -142,11 +144,11 @@ def _replay(ctx: ServiceContext, key: str, digest: str) -> Job | None:
 
 
 @router.get("", response_model=Page[JobOut])
-def list_jobs(ctx: Ctx, cursor: str | None = None,
+def list_jobs(ctx: Ctx, tenant: Tenant, cursor: str | None = None,
               status: Annotated[str | None, Query(description="one of " + ", ".join(JOB_STATES))
                                 ] = None,
               limit: Annotated[int, Query(ge=1, le=pagination.MAX_LIMIT)] = 50) -> Page[JobOut]:
-    query = select(Job)
+    query = select(Job).where(Job.tenant == tenant)
     if status is not None:
         if status not in JOB_STATES:
             raise Problem(422, f"status must be one of {', '.join(JOB_STATES)}")
@@ -157,10 +159,10 @@ def list_jobs(ctx: Ctx, cursor: str | None = None,
                         next_cursor=pagination.next_cursor(rows, limit))
 
 
-def _job(ctx: ServiceContext, job_id: str) -> Job:
+def _job(ctx: ServiceContext, job_id: str, tenant: str) -> Job:
     with ctx.sessions() as session:
         job = session.get(Job, job_id)
-    if job is None:
+    if job is None or job.tenant != tenant:
         raise not_found("job", job_id)
     return job
 
@@ -171,10 +173,12 @@ _STATUS_COLUMNS = [Job.id, Job.status, Job.progress, Job.stage, Job.analyses, Jo
                    Job.started_at, Job.finished_at]
 
 
-def _status_document(ctx: ServiceContext, job_id: str) -> tuple[bytes, str] | None:
+def _status_document(ctx: ServiceContext, job_id: str,
+                     tenant: str) -> tuple[bytes, str] | None:
     """The job's JSON and status, read column by column (every polling client's hot path)."""
     with ctx.engine.connect() as connection:
-        row = connection.execute(select(*_STATUS_COLUMNS).where(Job.id == job_id)).first()
+        row = connection.execute(select(*_STATUS_COLUMNS).where(
+            Job.id == job_id, Job.tenant == tenant)).first()
     if row is None:
         return None
     job = Job(**row._asdict())
@@ -183,15 +187,16 @@ def _status_document(ctx: ServiceContext, job_id: str) -> tuple[bytes, str] | No
 
 @router.get("/{job_id}", response_model=JobOut,
             summary="A job's status, progress and per-analysis state; poll after Retry-After")
-async def get_job(job_id: str, ctx: Ctx) -> Response:
-    cached = ctx.job_status.get(job_id)
+async def get_job(job_id: str, ctx: Ctx, tenant: Tenant) -> Response:
+    key = f"{tenant}/{job_id}"
+    cached = ctx.job_status.get(key)
     if cached is None:
         found = await ctx.job_status.read_once(
-            job_id, lambda: run_in_threadpool(_status_document, ctx, job_id))
+            key, lambda: run_in_threadpool(_status_document, ctx, job_id, tenant))
         if found is None:
             raise not_found("job", job_id)
         cached = found[0], found[1] in FINAL_STATES
-        ctx.job_status.put(job_id, cached[0], final=cached[1])
+        ctx.job_status.put(key, cached[0], final=cached[1])
     body, final = cached
     return Response(body, media_type="application/json",
                     headers={} if final else {"Retry-After": str(POLL_AFTER_S)})
@@ -199,18 +204,18 @@ async def get_job(job_id: str, ctx: Ctx) -> Response:
 
 @router.post("/{job_id}/cancel", status_code=202, response_model=JobOut,
              summary="Cancel a queued or running job (a running one stops within seconds)")
-def cancel_job(job_id: str, ctx: Ctx) -> JSONResponse:
-    job = _job(ctx, job_id)
+def cancel_job(job_id: str, ctx: Ctx, tenant: Tenant) -> JSONResponse:
+    job = _job(ctx, job_id, tenant)
     if job.status in FINAL_STATES and job.status != "canceled":
         raise Problem(409, f"job '{job_id}' already {job.status}; only queued or running "
                            "jobs can be canceled")
     state.request_cancel(ctx.sessions, job_id)
-    ctx.job_status.forget(job_id)
-    return _accepted(_job(ctx, job_id))
+    ctx.job_status.forget(f"{tenant}/{job_id}")
+    return _accepted(_job(ctx, job_id, tenant))
 
 
-def _finished(ctx: ServiceContext, job_id: str) -> Job:
-    job = _job(ctx, job_id)
+def _finished(ctx: ServiceContext, job_id: str, tenant: str) -> Job:
+    job = _job(ctx, job_id, tenant)
     if job.status != "succeeded":
         raise Problem(409, f"job '{job_id}' is {job.status}; the report exists once it "
                            "has succeeded", status_of_job=job.status)
@@ -218,8 +223,8 @@ def _finished(ctx: ServiceContext, job_id: str) -> Job:
 
 
 @router.get("/{job_id}/report", summary="The report JSON (the CLI's report.json)")
-def get_report(job_id: str, ctx: Ctx) -> JSONResponse:
-    job = _finished(ctx, job_id)
+def get_report(job_id: str, ctx: Ctx, tenant: Tenant) -> JSONResponse:
+    job = _finished(ctx, job_id, tenant)
     with ctx.sessions() as session:
         results = {r.kind: r.result for r in session.scalars(
             select(AnalysisResult).where(AnalysisResult.job_id == job_id))}
@@ -229,8 +234,8 @@ def get_report(job_id: str, ctx: Ctx) -> JSONResponse:
     return JSONResponse(report)
 
 
-def _artifact(ctx: ServiceContext, job_id: str, name: str) -> Artifact:
-    _finished(ctx, job_id)
+def _artifact(ctx: ServiceContext, job_id: str, name: str, tenant: str) -> Artifact:
+    _finished(ctx, job_id, tenant)
     with ctx.sessions() as session:
         artifact = session.scalars(select(Artifact).where(
             Artifact.job_id == job_id, Artifact.name == name)).first()
@@ -241,16 +246,16 @@ def _artifact(ctx: ServiceContext, job_id: str, name: str) -> Artifact:
 
 @router.get("/{job_id}/report.html", response_class=HTMLResponse,
             summary="The report page; its images load from the job's artifacts")
-def get_report_page(job_id: str, ctx: Ctx) -> HTMLResponse:
-    artifact = _artifact(ctx, job_id, REPORT_PAGE)
+def get_report_page(job_id: str, ctx: Ctx, tenant: Tenant) -> HTMLResponse:
+    artifact = _artifact(ctx, job_id, REPORT_PAGE, tenant)
     page = b"".join(ctx.storage.read_chunks(artifact.sha256)).decode("utf-8")
     base = f'<base href="/v1/jobs/{job_id}/artifacts/">'
     return HTMLResponse(page.replace("<head>", f"<head>\n{base}", 1))
 
 
 @router.get("/{job_id}/artifacts", response_model=list[ArtifactOut])
-def list_artifacts(job_id: str, ctx: Ctx) -> list[ArtifactOut]:
-    _finished(ctx, job_id)
+def list_artifacts(job_id: str, ctx: Ctx, tenant: Tenant) -> list[ArtifactOut]:
+    _finished(ctx, job_id, tenant)
     with ctx.sessions() as session:
         rows = session.scalars(select(Artifact).where(Artifact.job_id == job_id)
                                .order_by(Artifact.name))
@@ -261,8 +266,9 @@ def list_artifacts(job_id: str, ctx: Ctx) -> list[ArtifactOut]:
 
 @router.get("/{job_id}/artifacts/{name}", summary="One artifact (PNG image, .npy array, ...)",
             responses={200: {"content": {"image/png": {}}}})
-def get_artifact(job_id: str, name: str, request: Request, ctx: Ctx) -> Response:
-    artifact = _artifact(ctx, job_id, name)
+def get_artifact(job_id: str, name: str, request: Request, ctx: Ctx,
+                 tenant: Tenant) -> Response:
+    artifact = _artifact(ctx, job_id, name, tenant)
     etag = f'"{artifact.sha256}"'
     headers = {"ETag": etag, "Cache-Control": "private, max-age=31536000, immutable"}
     if etag in request.headers.get("if-none-match", ""):

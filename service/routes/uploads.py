@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import delete, select
 
 from service import pagination
+from service.auth import Tenant
 from service.context import ServiceContext, context
 from service.db.models import Dataset, Model
 from service.multipart import Form, read_form
@@ -108,16 +109,16 @@ async def _inspected(ctx: ServiceContext, table: Any, task: str, row: Any) -> An
 
 @router.post("/models", status_code=201, response_model=ModelOut,
              summary="Upload an ONNX or TorchScript model (multipart: file, name, input_shape)")
-async def upload_model(request: Request, ctx: Ctx) -> JSONResponse:
+async def upload_model(request: Request, ctx: Ctx, tenant: Tenant) -> JSONResponse:
     blob, form = await _store_upload(ctx, request)
     shape = _input_shape(form.fields.get("input_shape"))
     name = (form.fields.get("name") or form.filename or "model")[:255]
 
     def create(session: Any) -> Model:
         known = session.scalars(select(Model).where(
-            Model.sha256 == blob.sha256, Model.status == "ready")).first()
+            Model.tenant == tenant, Model.sha256 == blob.sha256, Model.status == "ready")).first()
         reuse = known is not None and (shape is None or known.input_shape == shape)
-        model = Model(sha256=blob.sha256, size_bytes=blob.size_bytes, name=name,
+        model = Model(tenant=tenant, sha256=blob.sha256, size_bytes=blob.size_bytes, name=name,
                       input_shape=known.input_shape if reuse else shape,
                       status="ready" if reuse else "inspecting",
                       format=known.format if reuse else None,
@@ -131,18 +132,20 @@ async def upload_model(request: Request, ctx: Ctx) -> JSONResponse:
                         headers={"Location": f"/v1/models/{model.id}"})
 
 
-def _ready_rows(ctx: ServiceContext, table: Any, cursor: str | None, limit: int) -> list[Any]:
-    """One page (plus one row) of inspected uploads, newest first."""
+def _ready_rows(ctx: ServiceContext, table: Any, tenant: str, cursor: str | None,
+                limit: int) -> list[Any]:
+    """One page (plus one row) of the tenant's inspected uploads, newest first."""
     with ctx.sessions() as session:
         return list(session.scalars(pagination.paginate(
-            select(table).where(table.status == "ready"), table, cursor, limit)))
+            select(table).where(table.tenant == tenant, table.status == "ready"), table,
+            cursor, limit)))
 
 
-def _ready_row(ctx: ServiceContext, table: Any, kind: str, item_id: str) -> Any:
-    """An upload by id: 404 if unknown, 409 while inspecting or when refused."""
+def _ready_row(ctx: ServiceContext, table: Any, kind: str, item_id: str, tenant: str) -> Any:
+    """The tenant's upload by id: 404 if unknown (or another tenant's), 409 while inspecting."""
     with ctx.sessions() as session:
         row = session.get(table, item_id)
-    if row is None:
+    if row is None or row.tenant != tenant:
         raise not_found(kind, item_id)
     if row.status != "ready":
         raise Problem(409, f"{kind} '{item_id}' is {row.status}"
@@ -154,15 +157,16 @@ Limit = Annotated[int, Query(ge=1, le=pagination.MAX_LIMIT)]
 
 
 @router.get("/models", response_model=Page[ModelOut])
-def list_models(ctx: Ctx, cursor: str | None = None, limit: Limit = 50) -> Page[ModelOut]:
-    rows = _ready_rows(ctx, Model, cursor, limit)
+def list_models(ctx: Ctx, tenant: Tenant, cursor: str | None = None,
+                limit: Limit = 50) -> Page[ModelOut]:
+    rows = _ready_rows(ctx, Model, tenant, cursor, limit)
     return Page[ModelOut](items=[model_out(m) for m in rows[:limit]],
                           next_cursor=pagination.next_cursor(rows, limit))
 
 
 @router.get("/models/{model_id}", response_model=ModelOut)
-def get_model(model_id: str, ctx: Ctx) -> ModelOut:
-    return model_out(_ready_row(ctx, Model, "model", model_id))
+def get_model(model_id: str, ctx: Ctx, tenant: Tenant) -> ModelOut:
+    return model_out(_ready_row(ctx, Model, "model", model_id, tenant))
 
 
 def _dataset_format(filename: str, head: bytes) -> str:
@@ -177,7 +181,7 @@ def _dataset_format(filename: str, head: bytes) -> str:
 
 @router.post("/datasets", status_code=201, response_model=DatasetOut,
              summary="Upload a dataset: .npz with arrays x and y, or .csv with a label column")
-async def upload_dataset(request: Request, ctx: Ctx) -> JSONResponse:
+async def upload_dataset(request: Request, ctx: Ctx, tenant: Tenant) -> JSONResponse:
     blob, form = await _store_upload(ctx, request)
     assert form.file is not None
     file_format = _dataset_format(form.filename, form.file.head)
@@ -185,9 +189,10 @@ async def upload_dataset(request: Request, ctx: Ctx) -> JSONResponse:
 
     def create(session: Any) -> Dataset:
         known = session.scalars(select(Dataset).where(
-            Dataset.sha256 == blob.sha256, Dataset.file_format == file_format,
+            Dataset.tenant == tenant, Dataset.sha256 == blob.sha256,
+            Dataset.file_format == file_format,
             Dataset.status == "ready")).first()
-        dataset = Dataset(sha256=blob.sha256, size_bytes=blob.size_bytes, name=name,
+        dataset = Dataset(tenant=tenant, sha256=blob.sha256, size_bytes=blob.size_bytes, name=name,
                           file_format=file_format)
         if known is not None:
             dataset.status, dataset.n_samples = "ready", known.n_samples
@@ -203,12 +208,13 @@ async def upload_dataset(request: Request, ctx: Ctx) -> JSONResponse:
 
 
 @router.get("/datasets", response_model=Page[DatasetOut])
-def list_datasets(ctx: Ctx, cursor: str | None = None, limit: Limit = 50) -> Page[DatasetOut]:
-    rows = _ready_rows(ctx, Dataset, cursor, limit)
+def list_datasets(ctx: Ctx, tenant: Tenant, cursor: str | None = None,
+                  limit: Limit = 50) -> Page[DatasetOut]:
+    rows = _ready_rows(ctx, Dataset, tenant, cursor, limit)
     return Page[DatasetOut](items=[dataset_out(d) for d in rows[:limit]],
                             next_cursor=pagination.next_cursor(rows, limit))
 
 
 @router.get("/datasets/{dataset_id}", response_model=DatasetOut)
-def get_dataset(dataset_id: str, ctx: Ctx) -> DatasetOut:
-    return dataset_out(_ready_row(ctx, Dataset, "dataset", dataset_id))
+def get_dataset(dataset_id: str, ctx: Ctx, tenant: Tenant) -> DatasetOut:
+    return dataset_out(_ready_row(ctx, Dataset, "dataset", dataset_id, tenant))

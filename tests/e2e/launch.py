@@ -44,9 +44,11 @@ class Service:
     data_dir: Path
     env: dict[str, str]
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    api_key: str | None = None  # production: a key of the tenant "e2e"
 
     def client(self, timeout: float = 60.0) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=timeout)
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        return httpx.Client(base_url=self.url, timeout=timeout, headers=headers)
 
     def logs(self) -> str:
         parts = []
@@ -169,7 +171,8 @@ def fresh_redis_db() -> Iterator[str]:
 @contextmanager
 def production(data_dir: Path, database_url: str, broker_url: str,
                **settings: str) -> Iterator[Service]:
-    """``layerlens migrate``, then ``api`` and a jobs and an inspect ``worker``, as compose does."""
+    """``layerlens migrate`` and a key, then ``api`` and a jobs and an inspect ``worker``, as
+    compose does; the API requires keys, and ``service.client()`` sends the key."""
     port = free_port()
     env = base_env(data_dir, database_url=database_url, broker_url=broker_url, **settings)
     logs = data_dir / "logs"
@@ -177,7 +180,12 @@ def production(data_dir: Path, database_url: str, broker_url: str,
                               timeout=120)
     if migrated.returncode != 0:
         raise RuntimeError(f"layerlens migrate failed:\n{migrated.stderr}")
-    service = Service(f"http://127.0.0.1:{port}", data_dir, env)
+    issued = subprocess.run([*LAYERLENS, "keys", "create", "--tenant", "e2e"], env=env,
+                            capture_output=True, text=True, timeout=120)
+    if issued.returncode != 0:
+        raise RuntimeError(f"layerlens keys create failed:\n{issued.stderr}")
+    service = Service(f"http://127.0.0.1:{port}", data_dir, env,
+                      api_key=issued.stdout.strip().splitlines()[-1])
     service.processes += [
         _spawn(["api", "--port", str(port)], env, logs / "api.log"),
         _spawn(["worker", "--queues", "jobs"], env, logs / "worker-jobs.log"),

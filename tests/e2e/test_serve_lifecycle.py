@@ -41,6 +41,8 @@ def test_stopping_serve_stops_its_workers(tmp_path, how):
         serve = service.processes[0]
         workers = _workers(serve.pid)
         assert len(workers) == 2
+        said = (tmp_path / "logs" / "serve.log").read_text()
+        assert "no API keys needed: bound to 127.0.0.1 (loopback only)" in said
         os.kill(serve.pid, how)
         serve.wait(30)
         left = _gone_within(workers, 30)

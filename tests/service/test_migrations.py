@@ -15,7 +15,8 @@ from service.db.session import SchemaNotMigrated, alembic_config, make_engine, u
 from tests.e2e.launch import fresh_postgres_database, postgres_available
 from tests.service.support import embedded_settings
 
-TABLES = {"models", "datasets", "jobs", "analysis_results", "artifacts", "alembic_version"}
+TABLES = {"models", "datasets", "jobs", "analysis_results", "artifacts", "api_keys",
+          "alembic_version"}
 
 
 def _upgrade_then_check(url: str) -> None:
