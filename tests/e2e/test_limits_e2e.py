@@ -32,7 +32,7 @@ def _run(client, model_id: str, dataset: str, **body) -> dict:
 
 def test_limits_fail_the_job_with_a_reason_and_the_worker_goes_on(tmp_path, cnn_files):
     torch.jit.save(torch.jit.script(MemoryHog()), str(tmp_path / "hog.pt"))
-    torch.jit.save(torch.jit.script(Spinner(400)), str(tmp_path / "spin.pt"))
+    torch.jit.save(torch.jit.script(Spinner(10)), str(tmp_path / "spin.pt"))
     with launch.embedded(tmp_path / "service", **SETTINGS) as service, service.client() as http:
         hog = _upload(http, tmp_path / "hog.pt", "4")        # one sample: 400 MB, fine
         failed = _run(http, hog, "builtin:iris")              # 150 samples: 60 GB

@@ -36,7 +36,8 @@ class MemoryHog(torch.nn.Module):
 
 
 class Spinner(torch.nn.Module):
-    """Burns CPU for as long as it is allowed to (``steps`` matrix products per sample)."""
+    """Burns CPU: ``steps * batch**3`` matrix products, so a sample or two passes quickly and
+    a batch of a hundred never ends (however fast the machine)."""
 
     def __init__(self, steps: int) -> None:
         super().__init__()
@@ -45,6 +46,7 @@ class Spinner(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         m = torch.ones(256, 256)
-        for _ in range(self.steps * x.shape[0]):
+        n = x.shape[0]
+        for _ in range(self.steps * n * n * n):
             m = torch.tanh(m @ m)
         return self.fc(x + m.mean())
