@@ -30,6 +30,8 @@ class Settings:
     dataset_roots : folders that ``file://`` dataset references must lie under.
     job_time_limit_s : hard wall-clock limit of one job (the soft limit is 30 s less).
     job_memory_bytes : address space of the process that runs a job's model (CPU workers).
+    job_lease_s : a running job whose worker has not written for this long was lost, and
+        its redelivered message takes it over (workers write every 0.5 s).
     auth_required : every route but health, metrics and docs needs an API key. Off only for
         ``layerlens serve`` on loopback (``LAYERLENS_AUTH=off``, which serve sets there).
     """
@@ -44,6 +46,7 @@ class Settings:
     dataset_roots: tuple[Path, ...] = field(default_factory=tuple)
     job_time_limit_s: int = 6 * 3600
     job_memory_bytes: int = 8 * 1024**3
+    job_lease_s: float = 120.0
     auth_required: bool = True
 
     @property
@@ -70,5 +73,6 @@ class Settings:
             dataset_roots=roots,
             job_time_limit_s=int(_env("JOB_TIME_LIMIT", str(6 * 3600))),
             job_memory_bytes=int(_env("JOB_MEMORY", str(8 * 1024**3))),
+            job_lease_s=float(_env("JOB_LEASE", "120")),
             auth_required=_env("AUTH", "required") != "off",
         )

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+from celery import Task
+
 from service.config import Settings
 from service.queue import INSPECT_DATASET, INSPECT_MODEL, INSPECT_TIME_LIMIT_S, RUN_JOB, make_celery
-from workers.tasks import JobRun, WorkerContext, inspect_dataset, inspect_model
+from workers.tasks import JobRun, LeaseHeld, WorkerContext, inspect_dataset, inspect_model
 
 settings = Settings.from_env()
 app = make_celery(settings)
 context = WorkerContext(settings)
 
 
-@app.task(name=RUN_JOB)
-def run_job(job_id: str) -> None:
-    JobRun(context, job_id).run()
+@app.task(name=RUN_JOB, bind=True)
+def run_job(self: Task, job_id: str) -> None:
+    try:
+        JobRun(context, job_id).run()
+    except LeaseHeld as held:  # a redelivery after a lost worker, or a duplicate: wait
+        raise self.retry(countdown=held.seconds + 1, max_retries=None) from held
 
 
 @app.task(name=INSPECT_MODEL, soft_time_limit=INSPECT_TIME_LIMIT_S + 30,

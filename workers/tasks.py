@@ -121,6 +121,14 @@ def _inspection_values(outcome: ChildOutcome, keys: tuple[str, ...]) -> dict[str
     return {"status": "invalid", "error": outcome.crash_summary}
 
 
+class LeaseHeld(Exception):
+    """The job is running under another claim; try again in ``seconds``."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"the job's lease lapses in {seconds:.1f} s")
+        self.seconds = seconds
+
+
 class JobRun:
     """One attempt at one job: claim, prepare the scratch folder, run, store, finish."""
 
@@ -136,9 +144,13 @@ class JobRun:
         self.keep_going = True
 
     def run(self) -> None:
-        self.token = jobs.claim(self.ctx.sessions, self.job_id, socket.gethostname())
+        lease = self.ctx.settings.job_lease_s
+        self.token = jobs.claim(self.ctx.sessions, self.job_id, socket.gethostname(), lease)
         if self.token is None:
-            log.info("job %s: not claimable (duplicate delivery, canceled or done)", self.job_id)
+            wait = jobs.lease_left(self.ctx.sessions, self.job_id, lease)
+            if wait is not None:  # running elsewhere, or its worker was just lost
+                raise LeaseHeld(wait)
+            log.info("job %s: not claimable (canceled, done or unknown)", self.job_id)
             return
         scratch = self.ctx.scratch(f"job-{self.job_id}")
         try:

@@ -8,7 +8,7 @@ so a duplicate delivery (or a worker that lost its claim) changes nothing.
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import UTC, timedelta
 from typing import Any
 
 from sqlalchemy import and_, or_, select, update
@@ -19,14 +19,27 @@ from service.db.session import transaction
 
 #: A running job whose worker has not written for this long may be claimed again.
 LEASE_S = 120.0
+#: A job whose worker was lost this many times fails with reason ``worker_lost``.
+MAX_ATTEMPTS = 3
 
 
 def claim(factory: sessionmaker[Session], job_id: str, worker: str,
           lease_s: float = LEASE_S) -> str | None:
-    """Move ``job_id`` to running for this attempt; the claim token, or None if not ours."""
+    """Move ``job_id`` to running for this attempt; the claim token, or None if not ours.
+
+    A running job whose heartbeat is older than ``lease_s`` lost its worker: it is taken
+    over, unless that already happened :data:`MAX_ATTEMPTS` times, when it fails instead.
+    """
     token, now = uuid.uuid4().hex, utcnow()
     stale = now - timedelta(seconds=lease_s)
     with transaction(factory) as session:
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == "running", Job.heartbeat_at < stale,
+                   Job.attempts >= MAX_ATTEMPTS)
+            .values(status="failed", reason="worker_lost", finished_at=now,
+                    error=f"the worker running this job was lost {MAX_ATTEMPTS} times")
+            .execution_options(synchronize_session=False))
         result = session.execute(
             update(Job)
             .where(Job.id == job_id, Job.cancel_requested.is_(False),
@@ -36,6 +49,22 @@ def claim(factory: sessionmaker[Session], job_id: str, worker: str,
                     started_at=now, heartbeat_at=now, error=None, reason=None)
             .execution_options(synchronize_session=False))
     return token if result.rowcount == 1 else None  # type: ignore[attr-defined]
+
+
+def lease_left(factory: sessionmaker[Session], job_id: str,
+               lease_s: float = LEASE_S) -> float | None:
+    """Seconds until a running job's lease lapses; None when the job is not running.
+
+    A delivery that finds its job running waits this long and tries again: either the
+    job's worker is alive (and the job ends meanwhile) or it was lost (and is taken over).
+    """
+    with factory() as session:
+        row = session.execute(select(Job.status, Job.heartbeat_at)
+                              .where(Job.id == job_id)).first()
+    if row is None or row.status != "running" or row.heartbeat_at is None:
+        return None
+    beat = row.heartbeat_at if row.heartbeat_at.tzinfo else row.heartbeat_at.replace(tzinfo=UTC)
+    return max(0.0, lease_s - (utcnow() - beat).total_seconds())
 
 
 def heartbeat(factory: sessionmaker[Session], job_id: str, token: str, *,

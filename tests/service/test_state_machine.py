@@ -68,3 +68,31 @@ def test_cancel_before_claim_wins(sessions, ready_model):
     state.request_cancel(sessions, job_id)
     assert _status(sessions, job_id) == "canceled"
     assert state.claim(sessions, job_id, "a") is None
+
+
+def _go_silent(sessions, job_id: str) -> None:
+    with transaction(sessions) as session:
+        session.execute(update(Job).where(Job.id == job_id).values(
+            heartbeat_at=utcnow() - timedelta(seconds=state.LEASE_S + 1)))
+
+
+def test_a_delivery_that_finds_its_job_running_learns_when_the_lease_lapses(sessions,
+                                                                           ready_model):
+    job_id = _job(sessions, ready_model)
+    assert state.lease_left(sessions, job_id) is None  # queued: nothing to wait for
+    state.claim(sessions, job_id, "a")
+    assert state.LEASE_S - 5 < state.lease_left(sessions, job_id) <= state.LEASE_S
+    _go_silent(sessions, job_id)
+    assert state.lease_left(sessions, job_id) == 0.0
+
+
+def test_a_job_that_loses_its_worker_three_times_fails_worker_lost(sessions, ready_model):
+    job_id = _job(sessions, ready_model)
+    for attempt in range(1, state.MAX_ATTEMPTS + 1):
+        assert state.claim(sessions, job_id, f"w{attempt}") is not None
+        _go_silent(sessions, job_id)
+    assert state.claim(sessions, job_id, "w4") is None
+    with sessions() as session:
+        job = session.get(Job, job_id)
+        assert (job.status, job.reason, job.attempts) == ("failed", "worker_lost", 3)
+    assert state.lease_left(sessions, job_id) is None
