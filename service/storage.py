@@ -11,7 +11,7 @@ import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -86,10 +86,6 @@ class Spool:
     def discard(self) -> None:
         self._file.close()
         self.path.unlink(missing_ok=True)
-
-    async def consume(self, chunks: AsyncIterator[bytes]) -> None:
-        async for chunk in chunks:
-            self.write(chunk)
 
 
 class LocalStorage:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
@@ -70,8 +71,6 @@ def _check_dataset(ctx: ServiceContext, ref: str, tenant: str) -> None:
             raise Problem(422, f"no uploaded dataset '{ref}' (POST /v1/datasets first)")
         return
     if ref.startswith("file://"):
-        from pathlib import Path
-
         path = Path(ref.removeprefix("file://")).resolve()
         roots = ctx.settings.dataset_roots
         if not any(path.is_relative_to(root) for root in roots):
