@@ -10,7 +10,6 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-
 revision: str = '0002'
 down_revision: str | None = '0001'
 branch_labels: str | Sequence[str] | None = None
@@ -33,11 +32,13 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_api_keys_tenant'), ['tenant'], unique=False)
 
     with op.batch_alter_table('datasets', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('tenant', sa.String(length=64), server_default='local', nullable=False))
+        batch_op.add_column(sa.Column('tenant', sa.String(length=64), server_default='local',
+                                      nullable=False))
         batch_op.create_index(batch_op.f('ix_datasets_tenant'), ['tenant'], unique=False)
 
     with op.batch_alter_table('jobs', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('tenant', sa.String(length=64), server_default='local', nullable=False))
+        batch_op.add_column(sa.Column('tenant', sa.String(length=64), server_default='local',
+                                      nullable=False))
         batch_op.alter_column('idempotency_key',
                existing_type=sa.VARCHAR(length=255),
                type_=sa.String(length=320),
@@ -45,7 +46,8 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_jobs_tenant'), ['tenant'], unique=False)
 
     with op.batch_alter_table('models', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('tenant', sa.String(length=64), server_default='local', nullable=False))
+        batch_op.add_column(sa.Column('tenant', sa.String(length=64), server_default='local',
+                                      nullable=False))
         batch_op.create_index(batch_op.f('ix_models_tenant'), ['tenant'], unique=False)
 
 
