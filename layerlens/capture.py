@@ -91,6 +91,19 @@ def _check_fit(model: ProbedModel, dataset: Dataset) -> None:
             f"{dataset.ref} has samples of shape {dataset.x.shape[1:]} ({have} values)")
 
 
+#: One batch's unreduced activations may take this share of the memory budget.
+BATCH_SHARE_OF_BUDGET = 1 / 8
+
+
+def fitting_batch_size(layers: Sequence[LayerInfo], batch_size: int, memory_budget: int) -> int:
+    """``batch_size``, lowered (to 1 at least) until one batch of every layer's unreduced
+    float32 activations fits in :data:`BATCH_SHARE_OF_BUDGET` of ``memory_budget`` bytes:
+    a ResNet-50 at 224x224 holds about 100 MB of activations per sample."""
+    per_sample = 4 * sum(int(np.prod(layer.shape)) for layer in layers)
+    fits = int(memory_budget * BATCH_SHARE_OF_BUDGET) // max(1, per_sample)
+    return max(1, min(batch_size, fits))
+
+
 def capture_activations(
     model: ProbedModel,
     dataset: Dataset,
@@ -115,6 +128,7 @@ def capture_activations(
     plan = plan_reductions(chosen, dataset.n_samples, memory_budget=memory_budget,
                            max_features=max_features, seed=seed)
     reducers = {name: reduction.make() for name, reduction in plan.items()}
+    batch_size = fitting_batch_size(chosen, batch_size, memory_budget)
     names = [layer.name for layer in chosen]
     stored: dict[str, list[np.ndarray]] = {name: [] for name in names}
     stats = {name: UnitStats() for name in names}
@@ -131,9 +145,8 @@ def capture_activations(
         if progress is not None and progress(step, total, {"samples": float(seen)}):
             complete = seen == dataset.n_samples
             break
-    captured = {
-        layer.name: LayerActivations(layer, np.concatenate(stored[layer.name]),
-                                     stats[layer.name], plan.get(layer.name))
-        for layer in chosen
-    }
+    captured = {}
+    for layer in chosen:  # one layer's batches at a time: memory peaks at all + one layer
+        captured[layer.name] = LayerActivations(layer, np.concatenate(stored.pop(layer.name)),
+                                                stats[layer.name], plan.get(layer.name))
     return Activations(captured, dataset.y[:seen], seen, complete, batch_size)

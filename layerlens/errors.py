@@ -44,3 +44,13 @@ class GradientUnavailableError(LayerlensError):
 
 class ModelMismatchError(LayerlensError):
     """Two execution paths of one model disagree on a captured layer."""
+
+
+#: How an allocation failing under a memory limit reads (torch, onnxruntime, C++).
+ALLOCATION_FAILURES = ("can't allocate memory", "out of memory", "Failed to allocate memory",
+                       "bad_alloc")
+
+
+def is_allocation_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` is memory running out, whatever library raised it."""
+    return isinstance(exc, MemoryError) or any(sign in str(exc) for sign in ALLOCATION_FAILURES)

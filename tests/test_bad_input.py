@@ -96,6 +96,18 @@ def test_torch_save_zip_is_refused_without_unpickling(capsys, tmp_path):
     assert not sentinel.exists()
 
 
+def test_a_compression_bomb_is_refused_before_anything_reads_it(capsys, tmp_path):
+    path = tmp_path / "bomb.pt"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("model/code/__torch__.py", "")
+        archive.writestr("model/constants.pkl", b"")
+        with archive.open("model/data/0", "w") as entry:  # 256 MiB of zeros, ~250 KiB packed
+            for _ in range(256):
+                entry.write(bytes(1024**2))
+    assert path.stat().st_size < 1024**2
+    assert_one_line_error(*analyze(capsys, path, tmp_path), "compression bomb")
+
+
 def test_real_torch_save_file_is_refused(capsys, tmp_path, trained_cnn):
     path = tmp_path / "state.pt"
     torch.save(trained_cnn, path)

@@ -106,3 +106,14 @@ def test_reductions_applied_during_capture(tmp_path):
     assert fc.stats.summary()["mean"] == pytest.approx(full_fc.mean(), abs=1e-5)
     again = capture_activations(model, data, memory_budget=budget, max_features=50)
     np.testing.assert_array_equal(again.layers["2"].values, fc.values)  # seeded
+
+
+def test_a_batch_of_wide_layers_is_made_smaller_to_fit_the_budget():
+    from layerlens.capture import fitting_batch_size
+    from layerlens.models.base import LayerInfo
+
+    wide = [LayerInfo("conv", "Conv", (64, 112, 112)), LayerInfo("fc", "Gemm", (1000,))]
+    per_sample = 4 * (64 * 112 * 112 + 1000)
+    assert fitting_batch_size(wide, 256, 2 * 1024**3) == 2 * 1024**3 // 8 // per_sample == 83
+    assert fitting_batch_size(wide, 256, 1024) == 1  # never below one sample
+    assert fitting_batch_size(wide[1:], 256, 2 * 1024**3) == 256  # small layers: as asked

@@ -39,6 +39,10 @@ from layerlens.spec import LinearProbeSpec
 CHUNK_ITERATIONS = 25
 #: Default bound on one group's standardised activations held on the device.
 DEFAULT_GROUP_BYTES = 512 * 1024**2
+#: Curvature pairs the batched L-BFGS keeps, and its other parameter-sized vectors
+#: (parameters, gradient, direction, trial point, previous gradient, scratch).
+LBFGS_HISTORY = 10
+SOLVER_VECTORS = 6
 #: Default ``max_padding`` per device type. On a CPU a padded zero column costs as much as
 #: a real one, so only layers of equal width share a batch; on a GPU the cost of a small
 #: layer is the kernel launches, so wider groups pay.
@@ -96,9 +100,12 @@ def standardize(train: torch.Tensor, test: torch.Tensor) -> tuple[torch.Tensor, 
     return (train - mean) / scale * keep, (test - mean) / scale * keep
 
 
-def _groups(widths: Sequence[int], rows: int, budget: int,
+def _groups(widths: Sequence[int], column_cost: int, budget: int,
             max_padding: float) -> list[list[int]]:
-    """Layer indices grouped by width, widest first, within padding and memory bounds."""
+    """Layer indices grouped by width, widest first, within padding and memory bounds.
+
+    column_cost : float32 values a group holds per (padded) width column and layer.
+    """
     order = sorted(range(len(widths)), key=lambda i: -widths[i])
     groups: list[list[int]] = []
     for index in order:
@@ -107,7 +114,7 @@ def _groups(widths: Sequence[int], rows: int, budget: int,
             widest = widths[group[0]]
             padded = (len(group) + 1) * widest
             real = sum(widths[i] for i in group) + widths[index]
-            if padded <= max_padding * real and padded * rows * 4 <= budget:
+            if padded <= max_padding * real and padded * column_cost * 4 <= budget:
                 group.append(index)
                 continue
         groups.append([index])
@@ -194,7 +201,7 @@ class _BatchedLBFGS:
     MAX_HALVINGS = 20
 
     def __init__(self, objective: _Objective, n_params: int, *, tol: float, max_iter: int,
-                 history: int = 10) -> None:
+                 history: int = LBFGS_HISTORY) -> None:
         self.f = objective
         layers = objective.x.shape[0]
         x = objective.x
@@ -348,7 +355,10 @@ def fit_linear_probes(
     results: list[ProbeResult | None] = [None] * len(features)
     finished = 0
     padding = MAX_PADDING.get(dev.type, 1.0) if max_padding is None else max_padding
-    for members in _groups(widths, len(train) + len(test), group_bytes, padding):
+    # per width column, a group holds the rows and the solver's state (curvature pairs and
+    # a few parameter-sized vectors, each k values wide)
+    column_cost = len(train) + len(test) + (2 * LBFGS_HISTORY + SOLVER_VECTORS) * k
+    for members in _groups(widths, column_cost, group_bytes, padding):
         blocks = [standardize(torch.as_tensor(features[i][train], device=dev),
                               torch.as_tensor(features[i][test], device=dev))
                   for i in members]

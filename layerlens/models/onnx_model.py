@@ -5,12 +5,16 @@ Layers are node outputs that are float tensors and depend on the model input
 adds the wanted values as extra graph outputs of an onnxruntime session, so
 all of them come out of ONE forward pass. At load, both paths run on a small
 batch and must agree on every layer.
+
+A model exported with a fixed batch size (``[1, 3, 224, 224]`` is common) runs
+in chunks of that size on both paths; the last chunk is padded and trimmed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import onnx
@@ -22,6 +26,7 @@ from layerlens.errors import (
     ModelFormatError,
     ModelMismatchError,
     ShapeMismatchError,
+    is_allocation_failure,
 )
 from layerlens.models.base import InputSpec, LayerInfo, ProbedModel
 from layerlens.models.onnx_torch import OnnxTorchGraph
@@ -31,6 +36,9 @@ _FLOAT_TYPES = {
     onnx.TensorProto.FLOAT16: "float16",
     onnx.TensorProto.DOUBLE: "float64",
 }
+_Batch = TypeVar("_Batch", np.ndarray, torch.Tensor)
+#: Operators whose outputs after the first are masks, not activations.
+_MASK_OUTPUTS = {"Dropout"}
 #: Largest relative disagreement (max |ort - torch| / max |ort|) tolerated at load.
 AGREEMENT_RTOL = 1e-3
 
@@ -44,6 +52,13 @@ class _Candidate:
 
 def onnx_input(model: onnx.ModelProto) -> tuple[str, str, tuple[int | None, ...]]:
     """(name, dtype, per-sample shape with None for symbolic dims) of the single input."""
+    name, dtype, shape, _ = _input_signature(model)
+    return name, dtype, shape
+
+
+def _input_signature(model: onnx.ModelProto) -> tuple[str, str, tuple[int | None, ...],
+                                                       int | None]:
+    """:func:`onnx_input` and the fixed batch size (None when the batch axis is free)."""
     initializers = {init.name for init in model.graph.initializer}
     inputs = [value for value in model.graph.input if value.name not in initializers]
     if len(inputs) != 1:
@@ -59,8 +74,14 @@ def onnx_input(model: onnx.ModelProto) -> tuple[str, str, tuple[int | None, ...]
             f"ONNX input '{value.name}' has type {type_name}; layerlens feeds float data"
         )
     dims = value.type.tensor_type.shape.dim
+    if len(dims) < 2:
+        raise ModelFormatError(
+            f"ONNX input '{value.name}' has rank {len(dims)}; layerlens feeds a batch of "
+            "samples with at least one feature axis (n, features...)")
     shape = tuple(d.dim_value if d.HasField("dim_value") else None for d in dims[1:])
-    return value.name, _FLOAT_TYPES[elem_type], shape
+    batch = dims[0].dim_value if dims[0].HasField("dim_value") and dims[0].dim_value > 0 \
+        else None
+    return value.name, _FLOAT_TYPES[elem_type], shape, batch
 
 
 def _layer_candidates(model: onnx.ModelProto, input_name: str) -> list[_Candidate]:
@@ -73,6 +94,8 @@ def _layer_candidates(model: onnx.ModelProto, input_name: str) -> list[_Candidat
             continue
         outputs = [name for name in node.output if name]
         dependent.update(outputs)
+        if node.op_type in _MASK_OUTPUTS:  # a mask (float before opset 12), not an activation
+            outputs = outputs[:1]
         base = node.name or f"{node.op_type}_{index}"
         for k, value in enumerate(outputs):
             name = base if len(outputs) == 1 else f"{base}:{k}"
@@ -124,7 +147,7 @@ class OnnxModel(ProbedModel):
     def __init__(self, model: onnx.ModelProto, *, sha256: str, input_spec: InputSpec,
                  device: str) -> None:
         self._model = model
-        self._input_name = onnx_input(model)[0]
+        self._input_name, _, _, self._fixed_batch = _input_signature(model)
         self._providers = _providers(device)
         self._sessions: dict[tuple[str, ...], ort.InferenceSession] = {}
         candidates = _layer_candidates(model, self._input_name)
@@ -153,6 +176,8 @@ class OnnxModel(ProbedModel):
         try:
             outputs = self.capture(x, [c.name for c in candidates])
         except Exception as exc:
+            if is_allocation_failure(exc):
+                raise MemoryError(f"onnxruntime ran out of memory: {exc}") from exc
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ShapeMismatchError(
                 f"the ONNX model does not run on input of shape {spec.shape}: {reason}"
@@ -198,11 +223,41 @@ class OnnxModel(ProbedModel):
 
     def capture(self, x: np.ndarray, layers: Sequence[str]) -> dict[str, np.ndarray]:
         values = tuple(dict.fromkeys(self._values[name] for name in layers))
-        outputs = self._session(values).run(list(values), {self._input_name: x})
-        by_value = {value: _as_float32(out) for value, out in zip(values, outputs, strict=True)}
+        session = self._session(values)
+        chunks = [session.run(list(values), {self._input_name: chunk})
+                  for chunk in self._chunks(x, np.concatenate)]
+        outputs = [self._join([_as_float32(p) for p in parts], np.concatenate, len(x))
+                   for parts in zip(*chunks, strict=True)]
+        by_value = dict(zip(values, outputs, strict=True))
         return {name: by_value[self._values[name]] for name in layers}
 
     def _capture_torch(self, x: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:
         assert self._torch_graph is not None
-        outputs = self._torch_graph({self._input_name: x}, [self._values[n] for n in layers])
+        wanted = [self._values[n] for n in layers]
+        chunks = [self._torch_graph({self._input_name: chunk}, wanted)
+                  for chunk in self._chunks(x, torch.cat)]
+        outputs = [self._join(parts, torch.cat, len(x)) for parts in zip(*chunks, strict=True)]
         return dict(zip(layers, outputs, strict=True))
+
+    def _chunks(self, x: _Batch, concatenate: Callable[[list[_Batch]], _Batch]
+                ) -> list[_Batch]:
+        """``x`` (n, ...) as one batch, or, for a fixed batch size b, as chunks of b rows,
+        the last padded by repeating its final row (callers trim outputs to n)."""
+        size = self._fixed_batch
+        if size is None or len(x) == size:
+            return [x]
+        chunks: list[_Batch] = [x[i:i + size] for i in range(0, len(x), size)]
+        last: list[_Batch] = [chunks[-1]]
+        last.extend([chunks[-1][-1:]] * (size - len(chunks[-1])))
+        chunks[-1] = concatenate(last)
+        return chunks
+
+    def _join(self, parts: Sequence[_Batch], concatenate: Callable[[list[_Batch]], _Batch],
+              n: int) -> _Batch:
+        """One value's outputs of the chunks, as one batch of ``n`` rows; a value without
+        the batch axis (shape arithmetic) is the first chunk's."""
+        if self._fixed_batch is None or n == self._fixed_batch:
+            return parts[0]
+        if all(p.ndim >= 1 and p.shape[0] == self._fixed_batch for p in parts):
+            return concatenate(list(parts))[:n]
+        return parts[0]

@@ -24,8 +24,14 @@ _TORCH_SAVE_HINT = (
 )
 
 
+#: Most a TorchScript zip's entries may expand to beyond its own size (bytes);
+#: ``torch.jit.save`` stores entries uncompressed, so only a compression bomb exceeds it.
+EXPANSION_ALLOWANCE = 64 * 1024**2
+
+
 def check_torchscript_archive(data: bytes, label: str) -> None:
-    """Raise unless ``data`` is a zip laid out like ``torch.jit.save`` writes it."""
+    """Raise unless ``data`` is a zip laid out like ``torch.jit.save`` writes it, with no
+    absolute or ``..`` entry names and no entries expanding far beyond the file."""
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
         names = archive.namelist()
@@ -35,6 +41,11 @@ def check_torchscript_archive(data: bytes, label: str) -> None:
     unsafe = [n for n in names if n.startswith("/") or ".." in n.split("/")]
     if len(roots) != 1 or unsafe:
         raise ModelFormatError(f"{label} is a zip archive but not a TorchScript archive")
+    expanded = sum(info.file_size for info in archive.infolist())
+    if expanded > len(data) + EXPANSION_ALLOWANCE:
+        raise ModelFormatError(
+            f"{label} expands to {expanded / 1024**2:.0f} MiB from {len(data) / 1024**2:.1f} "
+            "MiB (a compression bomb?); torch.jit.save writes entries uncompressed")
     root = roots.pop()
     has_code = any(name.startswith(f"{root}/code/") for name in names)
     has_constants = f"{root}/constants.pkl" in names

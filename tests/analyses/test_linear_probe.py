@@ -200,3 +200,19 @@ def test_analyze_writes_a_valid_section(tmp_path):
     assert (tmp_path / "out" / section.image).is_file()
     html = (tmp_path / "out" / "report.html").read_text()
     assert 'id="linear_probe"' in html and f'src="{section.image}"' in html
+
+
+def test_layer_groups_count_the_solver_state_not_only_the_rows():
+    """24 samples of eight 4096-wide layers: as rows they share one group; with 1000 classes
+    the L-BFGS state (26 vectors of 1000 x 4096 values per layer) puts each layer alone."""
+    from layerlens.analyses.linear_probe import (
+        DEFAULT_GROUP_BYTES,
+        LBFGS_HISTORY,
+        SOLVER_VECTORS,
+        _groups,
+    )
+
+    widths = [4096] * 8
+    assert len(_groups(widths, 24, DEFAULT_GROUP_BYTES, 1.0)) == 1
+    solver_cost = 24 + (2 * LBFGS_HISTORY + SOLVER_VECTORS) * 1000
+    assert [len(g) for g in _groups(widths, solver_cost, DEFAULT_GROUP_BYTES, 1.0)] == [1] * 8

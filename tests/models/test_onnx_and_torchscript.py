@@ -8,7 +8,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-from layerlens.errors import GradientUnavailableError, ModelMismatchError
+from layerlens.errors import GradientUnavailableError, ModelFormatError, ModelMismatchError
 from layerlens.models import load_model, onnx_torch
 from tests.nets import TinyResNet
 
@@ -127,3 +127,57 @@ def test_agreement_check_tolerates_matching_nans(tmp_path):
     assert model.differentiable and model.layer_names == ["log"]
     np.testing.assert_allclose(model.capture(np.full((2, 5), np.e, np.float32), ["log"])["log"],
                                np.ones((2, 5)), rtol=1e-6)
+
+
+@pytest.mark.parametrize("fixed_batch", [1, 3])
+def test_a_model_exported_with_a_fixed_batch_runs_in_chunks(tmp_path, fixed_batch):
+    """Exports with a fixed batch (``[1, C, H, W]``, Reshape to ``[1, -1]`` baked in) give
+    the same activations and gradients as the free-batch export, for any number of
+    samples (7: a padded last chunk)."""
+    torch.manual_seed(0)
+    net = TinyResNet().eval()
+    fixed, free = tmp_path / "fixed.onnx", tmp_path / "free.onnx"
+    torch.onnx.export(net, (torch.zeros(fixed_batch, 1, 8, 8),), str(fixed), dynamo=False,
+                      input_names=["x"])
+    torch.onnx.export(net, (torch.zeros(2, 1, 8, 8),), str(free), dynamo=False,
+                      input_names=["x"], dynamic_axes={"x": {0: "n"}})
+    dims = onnx.load(str(fixed)).graph.input[0].type.tensor_type.shape.dim
+    assert dims[0].dim_value == fixed_batch
+    chunked, reference = load_model(fixed, device="cpu"), load_model(free, device="cpu")
+    assert chunked.layer_names == reference.layer_names and chunked.differentiable
+    x = np.random.default_rng(1).standard_normal((7, 1, 8, 8)).astype(np.float32)
+    got = chunked.capture(x, chunked.layer_names)
+    want = reference.capture(x, reference.layer_names)
+    for name in chunked.layer_names:
+        np.testing.assert_allclose(got[name], want[name], atol=1e-5, err_msg=name)
+    grads = []
+    for model in (chunked, reference):
+        inputs = torch.from_numpy(x).requires_grad_(True)
+        model.capture_torch(inputs, [model.layer_names[-1]])[model.layer_names[-1]].sum(
+        ).backward()
+        grads.append(inputs.grad.numpy())
+    np.testing.assert_allclose(grads[0], grads[1], atol=1e-5)
+
+
+def test_an_old_dropout_mask_output_is_not_a_layer(tmp_path):
+    """Before opset 12 Dropout's mask output is a float tensor: it is not an activation."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["h"], name="relu"),
+                               helper.make_node("Dropout", ["h"], ["y", "mask"], name="drop")],
+                              "g", [x], [y])
+    path = tmp_path / "dropout.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 9)]), path)
+    model = load_model(path, device="cpu")
+    assert model.layer_names == ["relu", "drop"]
+
+
+def test_an_input_without_a_feature_axis_is_refused_by_name(tmp_path):
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n"])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n"])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"], name="relu")], "g",
+                              [x], [y])
+    path = tmp_path / "scalar.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    with pytest.raises(ModelFormatError, match="'x' has rank 1"):
+        load_model(path, device="cpu")
