@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast bench lint clean system-deps
+.PHONY: install demo test test-fast bench reliability lint clean system-deps
 
 install: $(STAMP)
 
@@ -40,9 +40,23 @@ test-fast: install
 bench: install
 	$(BIN)/python -m benchmarks
 
+# Faults injected for real (worker SIGKILL, Redis killed, PostgreSQL stopped, jobs over
+# limits), the whole ONNX test corpus and the sandbox tests; then one table of what
+# happened. Stops and starts this machine's PostgreSQL and Redis (root).
+RELIABILITY_LOG := .reliability.jsonl
+reliability: install
+	rm -f $(RELIABILITY_LOG)
+	LAYERLENS_RELIABILITY_LOG=$(CURDIR)/$(RELIABILITY_LOG) LAYERLENS_FUZZ_ALL=1 \
+		$(BIN)/python -m pytest -q -p no:cacheprovider tests/workers/test_sandbox.py \
+		tests/e2e/test_limits_e2e.py tests/e2e/test_faults_e2e.py \
+		tests/e2e/test_outages_e2e.py tests/e2e/test_onnx_corpus_e2e.py \
+		tests/service/test_openapi_fuzz.py; \
+	status=$$?; $(BIN)/python -m tests.e2e.reliability $(RELIABILITY_LOG) || status=1; \
+	exit $$status
+
 lint: install
 	$(BIN)/ruff check layerlens service workers migrations client tests benchmarks
 	$(BIN)/mypy layerlens service workers client/layerlens_client
 
 clean:
-	rm -rf $(VENV) demo-output .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) demo-output .pytest_cache .mypy_cache .ruff_cache $(RELIABILITY_LOG)

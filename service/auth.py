@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Security
 from fastapi.concurrency import run_in_threadpool
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -81,16 +82,22 @@ def _tenant_of(ctx: ServiceContext, key: str) -> str | None:
             ApiKey.key_sha256 == key_sha256(key), ApiKey.revoked_at.is_(None)))
 
 
-async def caller_tenant(request: Request,
-                        ctx: Annotated[ServiceContext, Depends(context)]) -> str:
+#: Declares the scheme in the OpenAPI document; ``caller_tenant`` answers the 401s itself.
+bearer = HTTPBearer(auto_error=False, bearerFormat="ll_<43 characters>",
+                    description="an API key (`layerlens keys create --tenant NAME` makes one); "
+                                "not needed when the service runs with LAYERLENS_AUTH=off")
+
+
+async def caller_tenant(
+        ctx: Annotated[ServiceContext, Depends(context)],
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)]) -> str:
     """The tenant of the request's API key (401 without a valid one, when keys are required)."""
     if not ctx.settings.auth_required:
         return LOCAL_TENANT
-    scheme, _, key = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not key.strip():
+    if credentials is None:
         raise _unauthorized("send an API key: Authorization: Bearer <key> "
                             "(`layerlens keys create --tenant NAME` makes one)")
-    tenant = await run_in_threadpool(_tenant_of, ctx, key.strip())
+    tenant = await run_in_threadpool(_tenant_of, ctx, credentials.credentials)
     if tenant is None:
         raise _unauthorized("unknown or revoked API key")
     return tenant

@@ -32,6 +32,9 @@ class Settings:
     job_memory_bytes : address space of the process that runs a job's model (CPU workers).
     job_lease_s : a running job whose worker has not written for this long was lost, and
         its redelivered message takes it over (workers write every 0.5 s).
+    requeue_after_s : a queued job waiting this long, while the broker holds fewer messages
+        than there are queued jobs, is sent again (service/sweep.py).
+    sweep_interval_s : how often each API process runs that sweep; 0 turns it off.
     auth_required : every route but health, metrics and docs needs an API key. Off only for
         ``layerlens serve`` on loopback (``LAYERLENS_AUTH=off``, which serve sets there).
     """
@@ -47,6 +50,8 @@ class Settings:
     job_time_limit_s: int = 6 * 3600
     job_memory_bytes: int = 8 * 1024**3
     job_lease_s: float = 120.0
+    requeue_after_s: float = 300.0
+    sweep_interval_s: float = 30.0
     auth_required: bool = True
 
     @property
@@ -74,5 +79,7 @@ class Settings:
             job_time_limit_s=int(_env("JOB_TIME_LIMIT", str(6 * 3600))),
             job_memory_bytes=int(_env("JOB_MEMORY", str(8 * 1024**3))),
             job_lease_s=float(_env("JOB_LEASE", "120")),
+            requeue_after_s=float(_env("REQUEUE_AFTER", "300")),
+            sweep_interval_s=float(_env("SWEEP_INTERVAL", "30")),
             auth_required=_env("AUTH", "required") != "off",
         )

@@ -11,8 +11,28 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from service.schemas import ProblemOut
+
 log = logging.getLogger("layerlens.api")
 PROBLEM_JSON = "application/problem+json"
+_REF = "#/components/schemas/"
+#: What each error status means on this API, for the OpenAPI document.
+MEANINGS = {
+    400: "Malformed request: a body that cannot be parsed, or a pagination cursor that "
+         "cannot be read",
+    401: "No API key, or an unknown or revoked one",
+    404: "No such item for this tenant",
+    409: "The item is not in a state that allows this (yet)",
+    413: "The upload exceeds the size limit",
+    415: "Not a multipart/form-data upload",
+    422: "The request is invalid; the detail (and `errors`, for malformed fields) says why",
+    503: "A dependency is unavailable, or a worker has not answered in time; retry after "
+         "Retry-After seconds",
+}
+_RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying",
+                                "schema": {"type": "integer"}}}
+_WWW_AUTHENTICATE = {"WWW-Authenticate": {"description": "the scheme: Bearer",
+                                          "schema": {"type": "string"}}}
 
 
 class Problem(Exception):
@@ -32,12 +52,53 @@ def problem_response(status: int, detail: str, *, instance: str | None = None,
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
+def documented(*statuses: int | tuple[int, str]) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` for a route: each error status, answered as problem+json; a
+    ``(status, meaning)`` pair replaces the generic description of that status."""
+    responses: dict[int | str, dict[str, Any]] = {}
+    for entry in statuses:
+        status, meaning = entry if isinstance(entry, tuple) else (entry, MEANINGS[entry])
+        response: dict[str, Any] = {
+            "description": meaning,
+            "content": {PROBLEM_JSON: {"schema": {"$ref": _REF + "Problem"}}}}
+        if status == 401:
+            response["headers"] = _WWW_AUTHENTICATE
+        if status == 503:
+            response["headers"] = _RETRY_AFTER
+        responses[status] = response
+    return responses
+
+
+def _with_problem_schema(app: FastAPI) -> None:
+    """Add the Problem document (which ``documented`` responses refer to) to the OpenAPI
+    components (FastAPI files a response model under the route's own media type only), and
+    list each operation's responses in status order."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = generate()
+            schema = ProblemOut.model_json_schema(ref_template=_REF + "{model}")
+            components = document.setdefault("components", {}).setdefault("schemas", {})
+            components.update(schema.pop("$defs", {}))
+            components["Problem"] = schema
+            for operations in document.get("paths", {}).values():
+                for operation in operations.values():
+                    operation["responses"] = dict(sorted(operation["responses"].items()))
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def _location(error: dict[str, Any]) -> str:
     parts = [str(p) for p in error.get("loc", ()) if p not in ("body",)]
     return ".".join(parts) or "body"
 
 
 def install(app: FastAPI) -> None:
+    _with_problem_schema(app)
+
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
         return problem_response(exc.status, exc.detail, instance=request.url.path,

@@ -9,7 +9,9 @@ job that is still running).
 
 from __future__ import annotations
 
-from typing import Any
+import base64
+import json
+from typing import Any, cast
 
 from amqp.exceptions import ChannelError
 from celery import Celery
@@ -88,6 +90,28 @@ class TaskQueue:
                 raise
             return int(count)
 
+    def job_ids_in_broker(self) -> set[str] | None:
+        """Ids of the jobs whose ``run_job`` message waits in the jobs queue or is held by a
+        worker (Redis: the queue's lists and the unacked hash; filesystem: the queue folder,
+        where a message a worker took is gone). None for a transport we cannot read."""
+        raw: list[bytes]
+        if self.settings.embedded:
+            folder = self.settings.broker_folder / "queue"
+            raw = [path.read_bytes() for path in folder.glob(f"*.{JOBS_QUEUE}.msg")]
+        elif self.settings.broker_url.startswith(("redis://", "rediss://")):
+            import redis
+
+            client = redis.Redis.from_url(self.settings.broker_url, socket_timeout=5)
+            lists = cast(list[bytes], client.keys(f"{JOBS_QUEUE}*"))  # and priority lists
+            raw = [
+                item for key in lists if key.split(b"\x06\x16")[0] == JOBS_QUEUE.encode()
+                for item in cast(list[bytes], client.lrange(key, 0, -1))]
+            raw += [json.dumps(json.loads(held)[0]).encode()
+                    for held in cast(list[bytes], client.hvals("unacked"))]
+        else:
+            return None
+        return {job_id for job_id in map(_job_id, raw) if job_id is not None}
+
     def ping(self) -> None:
         with self._connection() as connection:
             connection.ensure_connection(max_retries=1, timeout=2)
@@ -96,3 +120,18 @@ class TaskQueue:
         return Connection(self.settings.broker_url,
                           transport_options=transport_options(self.settings),
                           connect_timeout=2)
+
+
+def _job_id(payload: bytes) -> str | None:
+    """The job id of a ``run_job`` message as kombu stores it (JSON, body base64 or not)."""
+    try:
+        message = json.loads(payload)
+        if message.get("headers", {}).get("task") != RUN_JOB:
+            return None
+        body = message["body"]
+        if message.get("properties", {}).get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        args = json.loads(body)[0]
+        return str(args[0]) if args else None
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        return None

@@ -2,12 +2,59 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
-from typing import Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic.json_schema import SkipJsonSchema
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "canceled"]
+#: The longest dataset reference a job stores (``jobs.dataset_ref``).
+MAX_DATASET_REF = 1024
+UNSTORABLE = "must not contain NUL characters or unpaired surrogates"
+
+
+def storable(text: str) -> bool:
+    """Whether the database can hold and compare ``text``: PostgreSQL refuses NUL characters,
+    and UTF-8 cannot encode an unpaired surrogate (which JSON can spell: ``"\\ud800"``)."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _storable(text: str) -> str:
+    if not storable(text):
+        raise ValueError(UNSTORABLE)
+    return text
+
+
+#: A string the request stores or looks up.
+Text = Annotated[str, AfterValidator(_storable)]
+
+
+def _unstorable(value: Any, where: str) -> str | None:
+    """Where in a JSON value a string the database cannot hold, or a non-finite number
+    (Python's JSON reader takes NaN and Infinity), is; None when there is none."""
+    if isinstance(value, str):
+        return None if storable(value) else f"{where}: {UNSTORABLE}"
+    if isinstance(value, float):
+        return None if math.isfinite(value) else f"{where}: numbers must be finite"
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not storable(key):
+                return f"{where}: keys {UNSTORABLE}"
+            if (found := _unstorable(item, f"{where}.{key}")) is not None:
+                return found
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            if (found := _unstorable(item, f"{where}[{index}]")) is not None:
+                return found
+    return None
 
 
 class LayerOut(BaseModel):
@@ -45,12 +92,19 @@ class JobCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model_id: str
-    dataset: str = Field(examples=["builtin:digits"])
+    model_id: Text
+    dataset: Text = Field(examples=["builtin:digits"], max_length=MAX_DATASET_REF)
     analyses: list[dict[str, Any]] | None = None
-    layers: list[str] | None = Field(None, description="names or glob patterns; default all")
+    layers: list[Text] | None = Field(None, description="names or glob patterns; default all")
     max_samples: int | None = Field(None, ge=1)
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2**32 - 1)
+
+    @field_validator("analyses")
+    @classmethod
+    def _analyses_storable(cls, value: list[dict[str, Any]] | None) -> Any:
+        if value is not None and (found := _unstorable(value, "analyses")) is not None:
+            raise ValueError(found)
+        return value
 
 
 class AnalysisState(BaseModel):
@@ -81,6 +135,31 @@ class ArtifactOut(BaseModel):
     size_bytes: int
     sha256: str
     url: str
+
+
+class FieldError(BaseModel):
+    field: str = Field(description="where: a dotted path into the body, or a parameter's name")
+    message: str
+
+
+class ProblemOut(BaseModel):
+    """An error, as RFC 9457 ``application/problem+json``. Some carry extra members: ``errors``
+    (422 request validation), ``limit_bytes`` (413), ``model_id``/``dataset_id`` (503 while an
+    upload awaits inspection), ``status_of_job`` (409), ``checks`` (readiness)."""
+
+    model_config = ConfigDict(extra="allow", title="Problem")
+
+    type: str = "about:blank"
+    title: str
+    status: int = Field(ge=400, le=599)
+    detail: str
+    instance: str | SkipJsonSchema[None] = Field(None, description="the request path")
+    errors: list[FieldError] | SkipJsonSchema[None] = None
+
+
+class ReadyOut(BaseModel):
+    status: Literal["ready"]
+    checks: dict[str, str] = Field(description="database, broker, storage: ok")
 
 
 T = TypeVar("T")

@@ -17,11 +17,37 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import sys
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from layerlens.errors import InputError, ShapeMismatchError
+from layerlens.errors import InputError, ShapeMismatchError, is_allocation_failure
+
+if TYPE_CHECKING:  # the child imports the engine only once it knows its command
+    from layerlens.analyze import AnalyzeOptions
+
+#: Stored activations may take 1/MEMORY_BUDGET_SHARE of the child's address-space limit.
+MEMORY_BUDGET_SHARE = 4
+
+
+def within_address_space(options: AnalyzeOptions, limit: int) -> AnalyzeOptions:
+    """``options`` with the stored-activation budget lowered to a share of
+    the address-space ``limit`` (bytes), leaving room for the runtimes, the model and the
+    solvers; unchanged without a limit."""
+    if limit == resource.RLIM_INFINITY:
+        return options
+    return replace(options, memory_budget=min(options.memory_budget,
+                                              limit // MEMORY_BUDGET_SHARE))
+
+
+def _last_words(exc: Exception) -> str:
+    """The first line of an error message, at most its last 300 characters (onnxruntime
+    puts the cause at the end of a long line)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = lines[0] if lines else type(exc).__name__
+    return text[-300:]
 
 
 def emit(event: str, **fields: Any) -> None:
@@ -34,11 +60,12 @@ def _ints(text: str | None) -> tuple[int, ...] | None:
 
 def _inspect_model(path: Path, input_shape: tuple[int, ...] | None) -> dict[str, Any]:
     from layerlens.models import load_model
+    from layerlens.models.sniff import sniff_format
 
     try:
         model = load_model(path, input_shape=input_shape, device="cpu")
     except ShapeMismatchError as exc:
-        if input_shape is None:
+        if input_shape is None and sniff_format(path.read_bytes(), path.name) == "torchscript":
             raise InputError("a TorchScript file does not record its input shape: upload it "
                              "with the form field input_shape (one sample, e.g. 1,8,8)") from exc
         raise
@@ -73,6 +100,7 @@ def _analyze(job_file: Path) -> dict[str, Any]:
             else resolve_dataset(source["ref"], allow_local=False))
     options = AnalyzeOptions(analyses=parse_spec(job["analyses"]),
                              **job.get("options", {}))
+    options = within_address_space(options, resource.getrlimit(resource.RLIMIT_AS)[0])
 
     def progress(stage: str, step: int, total: int, metrics: dict[str, float]) -> None:
         emit("progress", stage=stage, step=step, total=total)
@@ -110,10 +138,10 @@ def main(argv: list[str] | None = None) -> int:
         emit("error", message="the analysis ran out of memory (the job's memory limit)",
              reason="memory")
         return 3
-    except RuntimeError as exc:  # torch's allocator failing under the address-space limit
-        if "can't allocate memory" not in str(exc) and "out of memory" not in str(exc):
+    except Exception as exc:  # torch's or onnxruntime's allocator failing under the limit
+        if not is_allocation_failure(exc):
             raise
-        emit("error", message=f"the analysis ran out of memory: {str(exc).splitlines()[0]}",
+        emit("error", message=f"the analysis ran out of memory: {_last_words(exc)}",
              reason="memory")
         return 3
     emit("result", **result)

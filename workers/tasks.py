@@ -17,6 +17,7 @@ from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy import update
+from sqlalchemy.exc import OperationalError
 
 from service.config import Settings
 from service.db import jobs
@@ -31,6 +32,8 @@ log = logging.getLogger("layerlens.worker")
 
 #: Seconds between two progress writes (and cancel checks) of a running job.
 HEARTBEAT_S = 0.5
+#: How long a job's final write waits for an unavailable database (s), retrying with backoff.
+FINAL_WRITE_PATIENCE_S = 120.0
 MODEL_SUFFIX = {"onnx": ".onnx", "torchscript": ".pt"}
 CONTENT_TYPES = {".png": "image/png", ".npy": "application/octet-stream",
                  ".html": "text/html; charset=utf-8", ".json": "application/json",
@@ -168,9 +171,7 @@ class JobRun:
                             time_limit_s=time_limit_s,
                             on_event=self._on_progress, should_stop=self._should_stop)
         if outcome.killed_because == "canceled":
-            with transaction(self.ctx.sessions) as session:
-                jobs.finish(session, self.job_id, self.token or "", "canceled",
-                            analyses=self._analyses(final=False))
+            self._finish("canceled")
         elif outcome.killed_because == "timeout":
             self._fail("timeout", "the job ran past its time limit and was stopped")
         elif outcome.error is not None:
@@ -229,9 +230,13 @@ class JobRun:
         if now < self.next_beat:
             return not self.keep_going
         self.next_beat = now + HEARTBEAT_S
-        self.keep_going = jobs.heartbeat(self.ctx.sessions, self.job_id, self.token or "",
-                                         progress=self.progress, stage=self.stage,
-                                         analyses=self._analyses(final=False))
+        try:
+            self.keep_going = jobs.heartbeat(self.ctx.sessions, self.job_id, self.token or "",
+                                             progress=self.progress, stage=self.stage,
+                                             analyses=self._analyses(final=False))
+        except OperationalError as exc:  # the database blinked: the job goes on; its lease
+            log.warning("job %s: heartbeat not written: %s", self.job_id,  # lapses only if
+                        str(exc).splitlines()[0][:200])  # the outage outlasts it
         return not self.keep_going
 
     def _analyses(self, *, final: bool) -> dict[str, Any]:
@@ -258,13 +263,34 @@ class JobRun:
                 mimetypes.guess_type(path.name)[0] or "application/octet-stream")
             artifacts.append((path.name, blob.sha256, content_type, blob.size_bytes))
         sections = report.pop("analyses")
-        stored = jobs.succeed(self.ctx.sessions, self.job_id, self.token or "", header=report,
-                              sections=sections, durations=self.durations,
-                              analyses=self._analyses(final=True), artifacts=artifacts)
+        stored = _patiently(lambda: jobs.succeed(
+            self.ctx.sessions, self.job_id, self.token or "", header=report, sections=sections,
+            durations=self.durations, analyses=self._analyses(final=True), artifacts=artifacts))
         if not stored:
             log.warning("job %s: lost its claim before storing; result dropped", self.job_id)
 
     def _fail(self, reason: str, message: str) -> None:
-        with transaction(self.ctx.sessions) as session:
-            jobs.finish(session, self.job_id, self.token or "", "failed", reason=reason,
-                        error=message, analyses=self._analyses(final=False))
+        self._finish("failed", reason=reason, error=message)
+
+    def _finish(self, status: str, **values: Any) -> None:
+        def write() -> None:
+            with transaction(self.ctx.sessions) as session:
+                jobs.finish(session, self.job_id, self.token or "", status,
+                            analyses=self._analyses(final=False), **values)
+        _patiently(write)
+
+
+def _patiently(write: Callable[[], Any]) -> Any:
+    """``write()``, retried with backoff while the database is unavailable, for up to
+    :data:`FINAL_WRITE_PATIENCE_S` (then the error propagates; the sweep re-sends the job)."""
+    deadline, pause = time.monotonic() + FINAL_WRITE_PATIENCE_S, 0.5
+    while True:
+        try:
+            return write()
+        except OperationalError as exc:
+            if time.monotonic() + pause > deadline:
+                raise
+            log.warning("database unavailable (%s); retrying in %.1f s",
+                        str(exc).splitlines()[0][:200], pause)
+            time.sleep(pause)
+            pause = min(2 * pause, 10.0)

@@ -122,6 +122,9 @@ class Job(Base):
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: when its message was last sent to the broker, and how many times (see service/sweep.py)
+    enqueued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    enqueues: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
 
 
 class AnalysisResult(Base):

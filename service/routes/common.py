@@ -10,9 +10,11 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import delete
 from sqlalchemy.orm import Session, sessionmaker
 
+from service import pagination
 from service.db.session import transaction
 from service.problems import Problem
 from service.queue import TaskQueue
+from service.schemas import storable
 
 log = logging.getLogger("layerlens.api")
 
@@ -36,6 +38,13 @@ def enqueue_or_undo(sessions: sessionmaker[Session], queue: TaskQueue, task: str
             session.execute(delete(table).where(table.id == item_id))
         raise Problem(503, f"the task queue is unavailable ({type(exc).__name__}); nothing was "
                            "queued, try again shortly", headers={"Retry-After": "5"}) from exc
+
+
+def checked_cursor(cursor: str | None) -> str | None:
+    """``cursor``, once it is known to decode to a position the database can compare with."""
+    if cursor and not storable(pagination.decode(cursor)[1]):
+        raise Problem(400, "invalid cursor: pass the next_cursor of a previous page")
+    return cursor
 
 
 def not_found(kind: str, item_id: str) -> Problem:

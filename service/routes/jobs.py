@@ -30,12 +30,12 @@ from service.db.models import (
     Model,
 )
 from service.db.session import transaction
-from service.problems import Problem
+from service.problems import Problem, documented
 from service.queue import RUN_JOB
-from service.routes.common import enqueue_or_undo, not_found, utc
-from service.schemas import AnalysisState, ArtifactOut, JobCreate, JobOut, Page
+from service.routes.common import checked_cursor, enqueue_or_undo, not_found, utc
+from service.schemas import AnalysisState, ArtifactOut, JobCreate, JobOut, Page, storable
 
-router = APIRouter(prefix="/v1/jobs")
+router = APIRouter(prefix="/v1/jobs", responses=documented(401, 422, 503))
 Ctx = Annotated[ServiceContext, Depends(context)]
 #: Seconds a client should wait between two polls of a job.
 POLL_AFTER_S = 2
@@ -77,7 +77,11 @@ def _check_dataset(ctx: ServiceContext, ref: str, tenant: str) -> None:
             raise Problem(422, f"{ref} is outside the allowed dataset roots "
                                f"({', '.join(map(str, roots)) or 'none configured: set '}"
                                f"{'' if roots else 'LAYERLENS_DATASET_ROOTS'})")
-        if path.suffix.lower() not in (".npz", ".csv") or not path.is_file():
+        try:
+            is_file = path.is_file()
+        except OSError:  # a name too long, say
+            is_file = False
+        if path.suffix.lower() not in (".npz", ".csv") or not is_file:
             raise Problem(422, f"{ref} is not an existing .npz or .csv file")
         return
     raise Problem(422, f"unknown dataset reference '{ref}' (use builtin:<name>, "
@@ -105,8 +109,18 @@ def _validated(ctx: ServiceContext, body: JobCreate, tenant: str) -> dict[str, A
     return request
 
 
+_LOCATED = {"Location": {"description": "the job: /v1/jobs/{id}", "schema": {"type": "string"}},
+            "Retry-After": {"description": "seconds to wait before polling it",
+                            "schema": {"type": "integer"}}}
+_FINISHED_ERRORS = documented(404, (409, "The job has not succeeded (`status_of_job` says "
+                                         "what it is)"))
+
+
 @router.post("", status_code=202, response_model=JobOut,
-             summary="Queue an analysis job; poll the Location it returns")
+             summary="Queue an analysis job; poll the Location it returns",
+             responses={202: {"description": "Queued (or the job an Idempotency-Key already "
+                                             "made)", "headers": _LOCATED},
+                        **documented(400, (409, "The model is not inspected yet"))})
 def create_job(body: JobCreate, ctx: Ctx, tenant: Tenant,
                idempotency_key: Annotated[str | None, Header(max_length=255)] = None
                ) -> JSONResponse:
@@ -142,7 +156,7 @@ def _replay(ctx: ServiceContext, key: str, digest: str) -> Job | None:
     return job
 
 
-@router.get("", response_model=Page[JobOut])
+@router.get("", response_model=Page[JobOut], responses=documented(400))
 def list_jobs(ctx: Ctx, tenant: Tenant, cursor: str | None = None,
               status: Annotated[str | None, Query(description="one of " + ", ".join(JOB_STATES))
                                 ] = None,
@@ -153,14 +167,15 @@ def list_jobs(ctx: Ctx, tenant: Tenant, cursor: str | None = None,
             raise Problem(422, f"status must be one of {', '.join(JOB_STATES)}")
         query = query.where(Job.status == status)
     with ctx.sessions() as session:
-        rows = list(session.scalars(pagination.paginate(query, Job, cursor, limit)))
+        rows = list(session.scalars(pagination.paginate(query, Job, checked_cursor(cursor),
+                                                        limit)))
     return Page[JobOut](items=[job_out(j) for j in rows[:limit]],
                         next_cursor=pagination.next_cursor(rows, limit))
 
 
 def _job(ctx: ServiceContext, job_id: str, tenant: str) -> Job:
     with ctx.sessions() as session:
-        job = session.get(Job, job_id)
+        job = session.get(Job, job_id) if storable(job_id) else None
     if job is None or job.tenant != tenant:
         raise not_found("job", job_id)
     return job
@@ -175,6 +190,8 @@ _STATUS_COLUMNS = [Job.id, Job.status, Job.progress, Job.stage, Job.analyses, Jo
 def _status_document(ctx: ServiceContext, job_id: str,
                      tenant: str) -> tuple[bytes, str] | None:
     """The job's JSON and status, read column by column (every polling client's hot path)."""
+    if not storable(job_id):
+        return None
     with ctx.engine.connect() as connection:
         row = connection.execute(select(*_STATUS_COLUMNS).where(
             Job.id == job_id, Job.tenant == tenant)).first()
@@ -185,6 +202,10 @@ def _status_document(ctx: ServiceContext, job_id: str,
 
 
 @router.get("/{job_id}", response_model=JobOut,
+            responses={200: {"headers": {"Retry-After": {
+                           "description": "while the job is unfinished: seconds to wait before "
+                                          "polling again", "schema": {"type": "integer"}}}},
+                       **documented(404)},
             summary="A job's status, progress and per-analysis state; poll after Retry-After")
 async def get_job(job_id: str, ctx: Ctx, tenant: Tenant) -> Response:
     key = f"{tenant}/{job_id}"
@@ -202,7 +223,9 @@ async def get_job(job_id: str, ctx: Ctx, tenant: Tenant) -> Response:
 
 
 @router.post("/{job_id}/cancel", status_code=202, response_model=JobOut,
-             summary="Cancel a queued or running job (a running one stops within seconds)")
+             summary="Cancel a queued or running job (a running one stops within seconds)",
+             responses={202: {"headers": _LOCATED},
+                        **documented(404, (409, "The job already succeeded or failed"))})
 def cancel_job(job_id: str, ctx: Ctx, tenant: Tenant) -> JSONResponse:
     job = _job(ctx, job_id, tenant)
     if job.status in FINAL_STATES and job.status != "canceled":
@@ -221,7 +244,8 @@ def _finished(ctx: ServiceContext, job_id: str, tenant: str) -> Job:
     return job
 
 
-@router.get("/{job_id}/report", summary="The report JSON (the CLI's report.json)")
+@router.get("/{job_id}/report", summary="The report JSON (the CLI's report.json)",
+            responses=_FINISHED_ERRORS)
 def get_report(job_id: str, ctx: Ctx, tenant: Tenant) -> JSONResponse:
     job = _finished(ctx, job_id, tenant)
     with ctx.sessions() as session:
@@ -237,13 +261,13 @@ def _artifact(ctx: ServiceContext, job_id: str, name: str, tenant: str) -> Artif
     _finished(ctx, job_id, tenant)
     with ctx.sessions() as session:
         artifact = session.scalars(select(Artifact).where(
-            Artifact.job_id == job_id, Artifact.name == name)).first()
+            Artifact.job_id == job_id, Artifact.name == name)).first() if storable(name) else None
     if artifact is None:
         raise Problem(404, f"job '{job_id}' has no artifact '{name}'")
     return artifact
 
 
-@router.get("/{job_id}/report.html", response_class=HTMLResponse,
+@router.get("/{job_id}/report.html", response_class=HTMLResponse, responses=_FINISHED_ERRORS,
             summary="The report page; its images load from the job's artifacts")
 def get_report_page(job_id: str, ctx: Ctx, tenant: Tenant) -> HTMLResponse:
     artifact = _artifact(ctx, job_id, REPORT_PAGE, tenant)
@@ -252,7 +276,7 @@ def get_report_page(job_id: str, ctx: Ctx, tenant: Tenant) -> HTMLResponse:
     return HTMLResponse(page.replace("<head>", f"<head>\n{base}", 1))
 
 
-@router.get("/{job_id}/artifacts", response_model=list[ArtifactOut])
+@router.get("/{job_id}/artifacts", response_model=list[ArtifactOut], responses=_FINISHED_ERRORS)
 def list_artifacts(job_id: str, ctx: Ctx, tenant: Tenant) -> list[ArtifactOut]:
     _finished(ctx, job_id, tenant)
     with ctx.sessions() as session:
@@ -263,8 +287,18 @@ def list_artifacts(job_id: str, ctx: Ctx, tenant: Tenant) -> list[ArtifactOut]:
                 for a in rows]
 
 
+_FILE = {"schema": {"type": "string", "format": "binary"}}
+
+
 @router.get("/{job_id}/artifacts/{name}", summary="One artifact (PNG image, .npy array, ...)",
-            responses={200: {"content": {"image/png": {}}}})
+            response_class=Response, responses={
+                200: {"description": "The file, as its ArtifactOut.content_type says",
+                      "content": {"image/png": _FILE, "application/octet-stream": _FILE,
+                                  "text/html": _FILE, "application/json": _FILE,
+                                  "text/csv": _FILE}},
+                304: {"description": "Not modified: If-None-Match names this artifact's ETag"},
+                **documented((404, "No such job, or the job has no such artifact"),
+                             (409, "The job has not succeeded"))})
 def get_artifact(job_id: str, name: str, request: Request, ctx: Ctx,
                  tenant: Tenant) -> Response:
     artifact = _artifact(ctx, job_id, name, tenant)

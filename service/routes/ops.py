@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from service.context import ServiceContext, context
-from service.problems import problem_response
+from service.problems import documented, problem_response
+from service.schemas import ReadyOut
 
 router = APIRouter()
 Ctx = Annotated[ServiceContext, Depends(context)]
@@ -21,7 +22,10 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Readiness: the database, the broker and the storage answer")
+@router.get("/readyz", summary="Readiness: the database, the broker and the storage answer",
+            response_model=ReadyOut,
+            responses=documented((503, "Not ready: `checks` says which dependency is "
+                                       "unavailable")))
 def readyz(ctx: Ctx) -> JSONResponse:
     checks: dict[str, str] = {}
 
@@ -43,7 +47,7 @@ def readyz(ctx: Ctx) -> JSONResponse:
     return JSONResponse({"status": "ready", "checks": checks})
 
 
-@router.get("/metrics", summary="Prometheus metrics")
+@router.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
 def metrics(ctx: Ctx) -> Response:
     return Response(generate_latest(ctx.metrics_registry),  # type: ignore[arg-type]
                     media_type=CONTENT_TYPE_LATEST)

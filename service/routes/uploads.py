@@ -22,16 +22,42 @@ from service.auth import Tenant
 from service.context import ServiceContext, context
 from service.db.models import Dataset, Model
 from service.multipart import Form, read_form
-from service.problems import Problem
+from service.problems import Problem, documented
 from service.queue import INSPECT_DATASET, INSPECT_MODEL
-from service.routes.common import enqueue_or_undo, in_transaction, not_found, utc
-from service.schemas import DatasetOut, LayerOut, ModelOut, Page
+from service.routes.common import (
+    checked_cursor,
+    enqueue_or_undo,
+    in_transaction,
+    not_found,
+    utc,
+)
+from service.schemas import UNSTORABLE, DatasetOut, LayerOut, ModelOut, Page, storable
 from service.storage import StoredBlob
 
-router = APIRouter(prefix="/v1")
+router = APIRouter(prefix="/v1", responses=documented(401, 422, 503))
 Ctx = Annotated[ServiceContext, Depends(context)]
 INSPECT_POLL_S = 0.05
 MAX_INPUT_RANK = 8
+NAME_LENGTH = 255
+
+
+def _form(file_description: str, **fields: dict[str, Any]) -> dict[str, Any]:
+    """The OpenAPI request body of an upload route (they read the body as a stream)."""
+    properties = {"file": {"type": "string", "format": "binary", "description": file_description},
+                  "name": {"type": "string", "description": f"default: the file's name; the "
+                                                            f"first {NAME_LENGTH} characters "
+                                                            "are kept"}, **fields}
+    return {"requestBody": {"required": True, "content": {"multipart/form-data": {
+        "schema": {"type": "object", "required": ["file"], "properties": properties}}}}}
+
+
+_UPLOAD_RESPONSES = {
+    201: {"description": "Stored and inspected", "headers": {"Location": {
+        "description": "the upload: /v1/models/{id} or /v1/datasets/{id}",
+        "schema": {"type": "string"}}}},
+    **documented(400, 413, 415, (422, "The form or the file was refused (the detail says why)"),
+                 (503, "No worker inspected the file in time (it is stored, and the problem "
+                       "names it: GET it later), or the task queue is unavailable"))}
 
 
 def model_out(model: Model) -> ModelOut:
@@ -73,6 +99,10 @@ async def _store_upload(ctx: ServiceContext, request: Request) -> tuple[StoredBl
     if blob.size_bytes == 0:
         form.file.discard()
         raise Problem(422, "the uploaded file is empty")
+    for field, value in {**form.fields, "filename": form.filename}.items():
+        if not storable(value):
+            form.file.discard()
+            raise Problem(422, f"the form's {field} {UNSTORABLE}")
     try:
         await run_in_threadpool(ctx.storage.put_file, form.file.path, blob, move=True)
     finally:
@@ -107,12 +137,16 @@ async def _inspected(ctx: ServiceContext, table: Any, task: str, row: Any) -> An
     return await _await_inspection(ctx, table, row.id)
 
 
-@router.post("/models", status_code=201, response_model=ModelOut,
-             summary="Upload an ONNX or TorchScript model (multipart: file, name, input_shape)")
+@router.post("/models", status_code=201, response_model=ModelOut, responses=_UPLOAD_RESPONSES,
+             summary="Upload an ONNX or TorchScript model (multipart: file, name, input_shape)",
+             openapi_extra=_form("an ONNX or TorchScript file", input_shape={
+                 "type": "string", "examples": ["1,28,28"],
+                 "description": "one sample's shape, comma-separated, no batch axis; needed "
+                                "when the file does not say"}))
 async def upload_model(request: Request, ctx: Ctx, tenant: Tenant) -> JSONResponse:
     blob, form = await _store_upload(ctx, request)
     shape = _input_shape(form.fields.get("input_shape"))
-    name = (form.fields.get("name") or form.filename or "model")[:255]
+    name = (form.fields.get("name") or form.filename or "model")[:NAME_LENGTH]
 
     def create(session: Any) -> Model:
         known = session.scalars(select(Model).where(
@@ -138,13 +172,13 @@ def _ready_rows(ctx: ServiceContext, table: Any, tenant: str, cursor: str | None
     with ctx.sessions() as session:
         return list(session.scalars(pagination.paginate(
             select(table).where(table.tenant == tenant, table.status == "ready"), table,
-            cursor, limit)))
+            checked_cursor(cursor), limit)))
 
 
 def _ready_row(ctx: ServiceContext, table: Any, kind: str, item_id: str, tenant: str) -> Any:
     """The tenant's upload by id: 404 if unknown (or another tenant's), 409 while inspecting."""
     with ctx.sessions() as session:
-        row = session.get(table, item_id)
+        row = session.get(table, item_id) if storable(item_id) else None
     if row is None or row.tenant != tenant:
         raise not_found(kind, item_id)
     if row.status != "ready":
@@ -156,7 +190,11 @@ def _ready_row(ctx: ServiceContext, table: Any, kind: str, item_id: str, tenant:
 Limit = Annotated[int, Query(ge=1, le=pagination.MAX_LIMIT)]
 
 
-@router.get("/models", response_model=Page[ModelOut])
+_LIST_ERRORS = documented(400)
+_ITEM_ERRORS = documented(404, (409, "The upload is still being inspected"))
+
+
+@router.get("/models", response_model=Page[ModelOut], responses=_LIST_ERRORS)
 def list_models(ctx: Ctx, tenant: Tenant, cursor: str | None = None,
                 limit: Limit = 50) -> Page[ModelOut]:
     rows = _ready_rows(ctx, Model, tenant, cursor, limit)
@@ -164,7 +202,7 @@ def list_models(ctx: Ctx, tenant: Tenant, cursor: str | None = None,
                           next_cursor=pagination.next_cursor(rows, limit))
 
 
-@router.get("/models/{model_id}", response_model=ModelOut)
+@router.get("/models/{model_id}", response_model=ModelOut, responses=_ITEM_ERRORS)
 def get_model(model_id: str, ctx: Ctx, tenant: Tenant) -> ModelOut:
     return model_out(_ready_row(ctx, Model, "model", model_id, tenant))
 
@@ -179,13 +217,15 @@ def _dataset_format(filename: str, head: bytes) -> str:
                        "(header row, numeric features, a label column)")
 
 
-@router.post("/datasets", status_code=201, response_model=DatasetOut,
-             summary="Upload a dataset: .npz with arrays x and y, or .csv with a label column")
+@router.post("/datasets", status_code=201, response_model=DatasetOut, responses=_UPLOAD_RESPONSES,
+             summary="Upload a dataset: .npz with arrays x and y, or .csv with a label column",
+             openapi_extra=_form(".npz with arrays x and y, or .csv with a header row and a "
+                                 "label column"))
 async def upload_dataset(request: Request, ctx: Ctx, tenant: Tenant) -> JSONResponse:
     blob, form = await _store_upload(ctx, request)
     assert form.file is not None
     file_format = _dataset_format(form.filename, form.file.head)
-    name = (form.fields.get("name") or form.filename or "dataset")[:255]
+    name = (form.fields.get("name") or form.filename or "dataset")[:NAME_LENGTH]
 
     def create(session: Any) -> Dataset:
         known = session.scalars(select(Dataset).where(
@@ -207,7 +247,7 @@ async def upload_dataset(request: Request, ctx: Ctx, tenant: Tenant) -> JSONResp
                         headers={"Location": f"/v1/datasets/{dataset.id}"})
 
 
-@router.get("/datasets", response_model=Page[DatasetOut])
+@router.get("/datasets", response_model=Page[DatasetOut], responses=_LIST_ERRORS)
 def list_datasets(ctx: Ctx, tenant: Tenant, cursor: str | None = None,
                   limit: Limit = 50) -> Page[DatasetOut]:
     rows = _ready_rows(ctx, Dataset, tenant, cursor, limit)
@@ -215,6 +255,6 @@ def list_datasets(ctx: Ctx, tenant: Tenant, cursor: str | None = None,
                             next_cursor=pagination.next_cursor(rows, limit))
 
 
-@router.get("/datasets/{dataset_id}", response_model=DatasetOut)
+@router.get("/datasets/{dataset_id}", response_model=DatasetOut, responses=_ITEM_ERRORS)
 def get_dataset(dataset_id: str, ctx: Ctx, tenant: Tenant) -> DatasetOut:
     return dataset_out(_ready_row(ctx, Dataset, "dataset", dataset_id, tenant))

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -45,10 +46,20 @@ class Service:
     env: dict[str, str]
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
     api_key: str | None = None  # production: a key of the tenant "e2e"
+    #: status codes of every response any ``client()`` received
+    statuses: Counter[int] = field(default_factory=Counter)
 
     def client(self, timeout: float = 60.0) -> httpx.Client:
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-        return httpx.Client(base_url=self.url, timeout=timeout, headers=headers)
+        return httpx.Client(base_url=self.url, timeout=timeout, headers=headers,
+                            event_hooks={"response": [self._count]})
+
+    def _count(self, response: httpx.Response) -> None:
+        self.statuses[response.status_code] += 1
+
+    def server_errors(self) -> int:
+        """Responses with a 5xx status other than 503 (a deliberate "unavailable")."""
+        return sum(n for code, n in self.statuses.items() if code >= 500 and code != 503)
 
     def logs(self) -> str:
         parts = []
@@ -114,6 +125,25 @@ def embedded(data_dir: Path, **settings: str) -> Iterator[Service]:
         yield service
     finally:
         service.stop()
+
+
+def require(reason: str | None) -> None:
+    """Skip with ``reason`` (a missing server, say); under CI=true, fail instead."""
+    if reason is not None:
+        import pytest
+
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true but {reason}")
+        pytest.skip(reason)
+
+
+def upload_model(service: Service, path: Path) -> str:
+    """Upload a model file; its id (the upload must be accepted)."""
+    with service.client() as client:
+        answer = client.post("/v1/models", files={"file": (path.name, path.read_bytes())})
+    if answer.status_code != 201:
+        raise AssertionError(f"upload of {path.name}: {answer.status_code} {answer.text}")
+    return str(answer.json()["id"])
 
 
 def postgres_available() -> str | None:

@@ -12,17 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e import launch
+from tests.e2e import launch, reliability
 
 pytestmark = pytest.mark.slow
 LEASE_S = 5
-
-
-def _require(reason: str | None) -> None:
-    if reason is not None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true but {reason}")
-        pytest.skip(reason)
 
 
 def _pool_children(worker_pid: int) -> list[int]:
@@ -49,8 +42,8 @@ def _kill_running_task(service: launch.Service, client, job_id: str, attempt: in
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
-    _require(launch.postgres_available())
-    _require(launch.redis_available())
+    launch.require(launch.postgres_available())
+    launch.require(launch.redis_available())
     root = tmp_path_factory.mktemp("faults")
     with (launch.fresh_postgres_database() as database, launch.fresh_redis_db() as broker,
           launch.production(root, database, broker, job_lease=str(LEASE_S)) as running):
@@ -59,11 +52,7 @@ def service(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def model_id(service, cnn_files) -> str:
-    with service.client() as client:
-        path = cnn_files["onnx"]
-        answer = client.post("/v1/models", files={"file": (path.name, path.read_bytes())})
-        assert answer.status_code == 201, answer.text
-        return str(answer.json()["id"])
+    return launch.upload_model(service, cnn_files["onnx"])
 
 
 JOB = {"dataset": "builtin:digits", "max_samples": 400,
@@ -76,12 +65,17 @@ def test_a_job_whose_worker_is_killed_succeeds_exactly_once(service, model_id):
         job = client.post("/v1/jobs", json={"model_id": model_id, **JOB}).json()
         _kill_running_task(service, client, job["id"], attempt=1)
         done = launch.wait_for_job(client, job["id"], timeout_s=600)
-        assert done["status"] == "succeeded", done
-        assert done["attempts"] == 2
         report = client.get(f"/v1/jobs/{job['id']}/report").json()
-        assert list(report["analyses"]) == ["linear_probe", "projection", "mutual_information"]
         names = [a["name"] for a in client.get(f"/v1/jobs/{job['id']}/artifacts").json()]
-        assert len(names) == len(set(names)) > 5
+    reliability.record("worker killed mid-job (SIGKILL)", injected=1, submitted=1,
+                       lost=int(done["status"] != "succeeded"),
+                       twice=int(len(names) != len(set(names))),
+                       server_errors=service.server_errors())
+    assert done["status"] == "succeeded", done
+    assert done["attempts"] == 2
+    assert list(report["analyses"]) == ["linear_probe", "projection", "mutual_information"]
+    assert len(names) == len(set(names)) > 5
+    assert service.server_errors() == 0, service.statuses
 
 
 def test_a_job_that_kills_its_worker_every_time_fails_worker_lost(service, model_id):
@@ -90,10 +84,15 @@ def test_a_job_that_kills_its_worker_every_time_fails_worker_lost(service, model
         for attempt in (1, 2, 3):
             _kill_running_task(service, client, job["id"], attempt)
         done = launch.wait_for_job(client, job["id"], timeout_s=300)
-        assert (done["status"], done["reason"], done["attempts"]) == (
-            "failed", "worker_lost", 3), done
         after = client.post("/v1/jobs", json={"model_id": model_id, **JOB,
                                               "analyses": [{"kind": "linear_probe"}]}).json()
-        assert launch.wait_for_job(client, after["id"], timeout_s=300)["status"] == "succeeded"
+        next_job = launch.wait_for_job(client, after["id"], timeout_s=300)
         metrics = client.get("/metrics").text
-        assert 'layerlens_queue_depth{queue="jobs"} 0.0' in metrics
+    reliability.record("job kills its worker every time", injected=3, submitted=2,
+                       lost=int(next_job["status"] != "succeeded"),
+                       twice=int(done["attempts"] > 3), server_errors=service.server_errors())
+    assert (done["status"], done["reason"], done["attempts"]) == (
+        "failed", "worker_lost", 3), done
+    assert next_job["status"] == "succeeded"
+    assert 'layerlens_queue_depth{queue="jobs"} 0.0' in metrics
+    assert service.server_errors() == 0, service.statuses

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.e2e import launch
+from tests.e2e import launch, reliability
 from tests.workers.hostile import MemoryHog, Spinner
 
 pytestmark = pytest.mark.slow
@@ -47,3 +47,6 @@ def test_limits_fail_the_job_with_a_reason_and_the_worker_goes_on(tmp_path, cnn_
         fine = _run(http, cnn, "builtin:digits", max_samples=200)
         assert fine["status"] == "succeeded", fine
         assert fine["attempts"] == 1
+        reliability.record("jobs over the memory and time limits", injected=2, submitted=3,
+                           lost=0, twice=0, hostile=2, server_errors=service.server_errors())
+        assert service.server_errors() == 0, service.statuses

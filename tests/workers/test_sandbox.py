@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -134,3 +135,34 @@ def test_the_wall_clock_limit_kills_the_child(job_folder):
     outcome = run_child(["inspect-model", str(job_folder / "model.pt"), "--input-shape", "4"],
                         job_folder, time_limit_s=3, limits=Limits())
     assert outcome.killed_because == "timeout" and outcome.failure_reason == "timeout"
+
+
+def test_onnxruntime_running_out_of_memory_reads_as_memory(job_folder):
+    """An ONNX graph that expands each sample to 800 MB: onnxruntime's arena fails under the
+    address-space limit, and the failure reads ``memory`` (not a crash, not a bad input)."""
+    from onnx import TensorProto, helper, numpy_helper, save
+
+    big = numpy_helper.from_array(np.array([1, 4, 50_000_000], np.int64), "shape")
+    graph = helper.make_graph(
+        [helper.make_node("Unsqueeze", ["x", "axes"], ["u"], name="unsqueeze"),
+         helper.make_node("Expand", ["u", "shape"], ["y"], name="expand")], "bomb",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4, 50_000_000])],
+        [big, numpy_helper.from_array(np.array([2], np.int64), "axes")])
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]),
+         job_folder / "bomb.onnx")
+    outcome = run_child(["inspect-model", str(job_folder / "bomb.onnx")], job_folder,
+                        time_limit_s=120, limits=Limits(memory_bytes=2 * 1024**3))
+    assert outcome.failure_reason == "memory", outcome
+
+
+def test_the_activation_budget_follows_the_address_space_limit():
+    import resource
+
+    from layerlens.analyze import AnalyzeOptions
+    from workers.runner import within_address_space
+
+    default = AnalyzeOptions()
+    assert within_address_space(default, resource.RLIM_INFINITY) is default
+    assert within_address_space(default, 6 * 1024**3).memory_budget == 1.5 * 1024**3
+    assert within_address_space(default, 64 * 1024**3).memory_budget == default.memory_budget
