@@ -9,7 +9,9 @@ comparable; but all layers are fit together on torch: layers are grouped by
 width, padded with zero feature columns to the group's widest layer (a zero
 column keeps a zero weight under the L2 penalty, so the optimum is
 unchanged) and one L-BFGS run minimises the sum of the group's objectives,
-which is separable, so its optimum is every layer's own optimum.
+which is separable, so its optimum is every layer's own optimum. A layer
+much wider than the train split is fit in the row space of its train
+activations (:func:`row_space`): the same problem, with width at most n_train.
 
 References
 ----------
@@ -47,6 +49,12 @@ SOLVER_VECTORS = 6
 #: a real one, so only layers of equal width share a batch; on a GPU the cost of a small
 #: layer is the kernel launches, so wider groups pay.
 MAX_PADDING = {"cpu": 1.0, "cuda": 4.0}
+#: A layer at least this many times wider than the train split is fit in its row space,
+#: when the split has at most ``ROW_SPACE_MAX_SAMPLES`` samples (an n x n eigensolve).
+ROW_SPACE_RATIO = 4
+ROW_SPACE_MAX_SAMPLES = 4096
+#: Row-space directions kept: Gram eigenvalues above this fraction of the largest.
+ROW_SPACE_RTOL = 1e-10
 
 
 @dataclass(frozen=True)
@@ -98,6 +106,41 @@ def standardize(train: torch.Tensor, test: torch.Tensor) -> tuple[torch.Tensor, 
     scale = torch.where(constant, torch.ones_like(std), std)
     keep = (~constant).to(train.dtype)
     return (train - mean) / scale * keep, (test - mean) / scale * keep
+
+
+def row_space(train: torch.Tensor, test: torch.Tensor
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The train activations as coordinates in their own row space.
+
+    The probe's weights ``W`` (k, d) start at zero and every gradient,
+    ``R^T X / n + reg W``, lies in the row space of the train activations
+    ``X``; so ``W = A B`` throughout, with ``B`` (r, d) an orthonormal basis
+    of that space, and the logits ``X W^T = Z A^T``, ``||W|| = ||A||``. Fitting
+    ``A`` on ``Z = X B^T`` is the same problem (same optimum, same accuracies)
+    at width r <= n instead of d. ``B`` comes from the eigenvectors of the
+    Gram matrix ``X X^T`` (float64), keeping eigenvalues above ``ROW_SPACE_RTOL``
+    times the largest.
+
+    Parameters
+    ----------
+    train : tensor, shape (n, d); test : tensor, shape (m, d).
+
+    Returns
+    -------
+    z_train (n, r), z_test (m, r), basis (r, d), all in ``train``'s dtype;
+    r >= 1 (a zero column when ``train`` is all zeros).
+    """
+    x = train.double()
+    eigenvalues, vectors = torch.linalg.eigh(x @ x.T)
+    keep = eigenvalues > ROW_SPACE_RTOL * eigenvalues[-1].clamp(min=0.0)
+    if not bool(keep.any()):
+        return (train.new_zeros((len(train), 1)), test.new_zeros((len(test), 1)),
+                train.new_zeros((1, train.shape[1])))
+    root = eigenvalues[keep].sqrt()
+    basis = (vectors[:, keep] / root).T @ x  # (r, d), orthonormal rows
+    z_train = vectors[:, keep] * root
+    z_test = test.double() @ basis.T
+    return z_train.to(train.dtype), z_test.to(train.dtype), basis.to(train.dtype)
 
 
 def _groups(widths: Sequence[int], column_cost: int, budget: int,
@@ -200,19 +243,23 @@ class _BatchedLBFGS:
     evaluation), but no layer's path depends on another's. A backtracking
     (Armijo) line search suffices because each objective is strongly convex
     in the weights, so every step gives a positive curvature pair. A layer
-    leaves the batch when its gradient's largest entry is at most ``tol``,
-    when its line search cannot decrease the objective, or at ``max_iter``.
+    leaves the batch when its gradient's largest entry is at most ``tol``
+    (for rows in ``euclidean``, its Euclidean norm: the test for a layer fit
+    in its row space, whose norm bounds every entry of the gradient in the
+    layer's own coordinates), when its line search cannot decrease the
+    objective, or at ``max_iter``.
     """
 
     ARMIJO = 1e-4
     MAX_HALVINGS = 20
 
     def __init__(self, objective: _Objective, n_params: int, *, tol: float, max_iter: int,
-                 history: int = LBFGS_HISTORY) -> None:
+                 euclidean: torch.Tensor, history: int = LBFGS_HISTORY) -> None:
         self.f = objective
         layers = objective.xt.shape[0]
         x = objective.xt
         self.ids = torch.arange(layers, device=x.device)
+        self.euclidean = euclidean
         self.theta = x.new_zeros((layers, n_params))
         self.value, self.grad = self.f(self.theta)
         self.s = x.new_zeros((history, layers, n_params))
@@ -221,11 +268,16 @@ class _BatchedLBFGS:
         self.gamma = x.new_ones(layers)
         self.tol, self.max_iter, self.iteration = tol, max_iter, 0
         self.finished: dict[int, _Finished] = {}
-        self._retire(self.grad.abs().amax(dim=1) <= tol, converged=True)
+        self._retire(self._norm() <= tol, converged=True)
 
     @property
     def active(self) -> int:
         return len(self.ids)
+
+    def _norm(self) -> torch.Tensor:
+        """(L,) the stopping test's gradient norm: largest entry, or Euclidean."""
+        return torch.where(self.euclidean, torch.linalg.vector_norm(self.grad, dim=1),
+                           self.grad.abs().amax(dim=1))
 
     def _direction(self) -> torch.Tensor:
         """``-H g`` by the two-loop recursion over the stored pairs (Nocedal 1980)."""
@@ -279,8 +331,7 @@ class _BatchedLBFGS:
         self.gamma = torch.where(valid, curvature / _rowdot(y, y).clamp(min=1e-30), self.gamma)
         self.theta, self.value, self.grad = new_theta, new_value, new_grad
         self.iteration += 1
-        norm = self.grad.abs().amax(dim=1)
-        self._retire(norm <= self.tol, converged=True)
+        self._retire(self._norm() <= self.tol, converged=True)
         self._retire(pending, converged=False)  # the line search found no decrease
         if self.iteration >= self.max_iter:
             self._retire(torch.ones_like(pending), converged=False)
@@ -288,7 +339,7 @@ class _BatchedLBFGS:
     def _retire(self, done: torch.Tensor, *, converged: bool) -> None:
         if not bool(done.any()):
             return
-        norm = self.grad.abs().amax(dim=1)
+        norm = self._norm()
         for row in torch.nonzero(done).flatten().tolist():
             self.finished[int(self.ids[row])] = _Finished(
                 self.theta[row].clone(), float(self.value[row]), float(norm[row]),
@@ -297,7 +348,7 @@ class _BatchedLBFGS:
         self.ids, self.theta = self.ids[keep], self.theta[keep]
         self.value, self.grad = self.value[keep], self.grad[keep]
         self.s, self.y, self.rho = self.s[:, keep], self.y[:, keep], self.rho[:, keep]
-        self.gamma = self.gamma[keep]
+        self.gamma, self.euclidean = self.gamma[keep], self.euclidean[keep]
         self.f.keep(keep)
 
 
@@ -361,22 +412,32 @@ def fit_linear_probes(
     y_train = torch.as_tensor(y[train], dtype=torch.long, device=dev)
     y_test = torch.as_tensor(y[test], dtype=torch.long, device=dev)
     widths = [int(f.shape[1]) for f in features]
+    in_row_space = [_fit_in_row_space(len(train), width) for width in widths]
+    fit_widths = [min(width, len(train)) if reduce else width
+                  for width, reduce in zip(widths, in_row_space, strict=True)]
     results: list[ProbeResult | None] = [None] * len(features)
     finished = 0
     padding = MAX_PADDING.get(dev.type, 1.0) if max_padding is None else max_padding
     # per width column, a group holds the rows and the solver's state (curvature pairs and
     # a few parameter-sized vectors, each k values wide)
     column_cost = len(train) + len(test) + (2 * LBFGS_HISTORY + SOLVER_VECTORS) * k
-    for members in _groups(widths, column_cost, group_bytes, padding):
-        blocks = [standardize(torch.as_tensor(features[i][train], device=dev),
-                              torch.as_tensor(features[i][test], device=dev))
-                  for i in members]
-        width = widths[members[0]]
+    for members in _groups(fit_widths, column_cost, group_bytes, padding):
+        blocks: list[tuple[torch.Tensor, torch.Tensor]] = []
+        bases: dict[int, torch.Tensor] = {}
+        for slot, i in enumerate(members):
+            train_z, test_z = standardize(torch.as_tensor(features[i][train], device=dev),
+                                          torch.as_tensor(features[i][test], device=dev))
+            if in_row_space[i]:
+                train_z, test_z, bases[slot] = row_space(train_z, test_z)
+            blocks.append((train_z, test_z))
+        width = fit_widths[members[0]]
         x_train = _pad_transposed([b[0] for b in blocks], width)
         x_test = _pad_transposed([b[1] for b in blocks], width)
         del blocks
         objective = _Objective(x_train, y_train, k, C)
-        solver = _BatchedLBFGS(objective, k * width + k, tol=tol, max_iter=max_iter)
+        euclidean = torch.tensor([in_row_space[i] for i in members], device=dev)
+        solver = _BatchedLBFGS(objective, k * width + k, tol=tol, max_iter=max_iter,
+                               euclidean=euclidean)
         scorer = _Objective(x_train, y_train, k, C)  # keeps every row for the accuracies
         stop = False
         while solver.active:
@@ -391,15 +452,35 @@ def fit_linear_probes(
             theta = done.theta.unsqueeze(0)
             train_hit = scorer.logits(theta, x_train[row:row + 1]).argmax(dim=1) == y_train
             test_hit = scorer.logits(theta, x_test[row:row + 1]).argmax(dim=1) == y_test
+            grad_norm, converged = done.grad_norm, done.converged
+            if row in bases:  # the stopping test's norm was Euclidean: report the entries'
+                grad_norm = _gradient_entries_max(
+                    _Objective(x_train[row:row + 1], y_train, k, C), theta, bases[row])
+                converged = grad_norm <= tol
             results[members[row]] = ProbeResult(
                 train_accuracy=float(train_hit.double().mean()),
                 test_accuracy=float(test_hit.double().mean()),
-                train_loss=done.value, grad_norm=done.grad_norm, iterations=done.iterations,
-                converged=done.converged, n_features=widths[members[row]])
+                train_loss=done.value, grad_norm=grad_norm, iterations=done.iterations,
+                converged=converged, n_features=widths[members[row]])
         finished += len(solver.finished)
         if stop:
             break
     return results
+
+
+def _fit_in_row_space(n_train: int, width: int) -> bool:
+    return width >= ROW_SPACE_RATIO * n_train and n_train <= ROW_SPACE_MAX_SAMPLES
+
+
+def _gradient_entries_max(objective: _Objective, theta: torch.Tensor,
+                          basis: torch.Tensor) -> float:
+    """Largest |entry| of a row-space probe's gradient in the layer's own coordinates:
+    weights' gradient ``G_A B`` (k, d) and the intercepts' gradient."""
+    _, grad = objective(theta)
+    grad_a, grad_b = objective.split(grad)
+    rank = basis.shape[0]
+    grad_w = grad_a[0, :, :rank] @ basis
+    return float(torch.maximum(grad_w.abs().max(), grad_b.abs().max()))
 
 
 def _stop(progress: ProgressCallback | None, step: int, total: int, **metrics: float) -> bool:

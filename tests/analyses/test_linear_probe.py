@@ -14,10 +14,11 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 from torch import nn
 
-from layerlens.analyses import AnalysisContext, ArtifactWriter
+from layerlens.analyses import AnalysisContext, ArtifactWriter, linear_probe
 from layerlens.analyses.linear_probe import (
     LinearProbeSection,
     fit_linear_probes,
+    row_space,
     run,
     standardize,
 )
@@ -156,6 +157,49 @@ def test_batched_fit_equals_one_layer_at_a_time():
         assert joint is not None and alone is not None and joint.converged
         assert joint.train_loss == pytest.approx(alone.train_loss, rel=1e-4)  # float32
         assert joint.test_accuracy == alone.test_accuracy
+
+
+def test_row_space_coordinates_reproduce_the_activations():
+    rng = np.random.default_rng(2)
+    low_rank = rng.standard_normal((30, 5)) @ rng.standard_normal((5, 200))  # rank 5
+    train = torch.as_tensor(low_rank[:20], dtype=torch.float64)
+    test = torch.as_tensor(low_rank[20:], dtype=torch.float64)
+    z_train, z_test, basis = row_space(train, test)
+    assert basis.shape == (5, 200) and z_train.shape == (20, 5) and z_test.shape == (10, 5)
+    torch.testing.assert_close(basis @ basis.T, torch.eye(5, dtype=torch.float64))
+    torch.testing.assert_close(z_train @ basis, train)  # X = Z B
+    torch.testing.assert_close(z_test @ basis, test)  # test rows lie in the same space here
+    empty = row_space(torch.zeros((4, 9)), torch.zeros((2, 9)))
+    assert [tuple(t.shape) for t in empty] == [(4, 1), (2, 1), (1, 9)]
+
+
+def test_a_wide_layer_fit_in_its_row_space_is_the_same_probe(monkeypatch):
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 3, 80)
+    # 60 train samples, 600 features: 10x wider than the split, so fit in the row space
+    wide = (np.eye(3)[y] @ rng.standard_normal((3, 600)) * 0.1
+            + rng.standard_normal((80, 600))).astype(np.float32)
+    train, test = np.arange(60), np.arange(60, 80)
+    widths = []
+
+    def spy(train_z, test_z):
+        widths.append(train_z.shape[1])
+        return row_space(train_z, test_z)
+
+    monkeypatch.setattr(linear_probe, "row_space", spy)
+    (reduced,) = fit_linear_probes([wide], y, train=train, test=test)
+    assert widths == [600]  # the reduced path ran
+    monkeypatch.setattr(linear_probe, "ROW_SPACE_RATIO", 10**9)  # the full-width fit
+    (direct,) = fit_linear_probes([wide], y, train=train, test=test)
+    assert reduced is not None and direct is not None
+    assert reduced.converged and direct.converged
+    # both stopped with every gradient entry <= tol = 1e-4 in the layer's own coordinates
+    assert reduced.grad_norm <= 1e-4 and direct.grad_norm <= 1e-4
+    assert reduced.n_features == direct.n_features == 600
+    # the same strictly convex objective, minimised to the same tolerance (float32)
+    assert reduced.train_loss == pytest.approx(direct.train_loss, rel=1e-3)
+    assert reduced.train_accuracy == direct.train_accuracy
+    assert reduced.test_accuracy == direct.test_accuracy < 1.0  # a weak signal: 0.4 here
 
 
 @pytest.mark.parametrize(("kwargs", "key"), [
