@@ -55,6 +55,8 @@ ROW_SPACE_RATIO = 4
 ROW_SPACE_MAX_SAMPLES = 4096
 #: Row-space directions kept: Gram eigenvalues above this fraction of the largest.
 ROW_SPACE_RTOL = 1e-10
+#: float64 values of one column slice while forming the Gram matrix (32 MiB).
+ROW_SPACE_CHUNK_VALUES = 4 * 1024**2
 
 
 @dataclass(frozen=True)
@@ -118,8 +120,8 @@ def row_space(train: torch.Tensor, test: torch.Tensor
     of that space, and the logits ``X W^T = Z A^T``, ``||W|| = ||A||``. Fitting
     ``A`` on ``Z = X B^T`` is the same problem (same optimum, same accuracies)
     at width r <= n instead of d. ``B`` comes from the eigenvectors of the
-    Gram matrix ``X X^T`` (float64), keeping eigenvalues above ``ROW_SPACE_RTOL``
-    times the largest.
+    Gram matrix ``X X^T`` (accumulated in float64 over column slices),
+    keeping eigenvalues above ``ROW_SPACE_RTOL`` times the largest.
 
     Parameters
     ----------
@@ -130,17 +132,24 @@ def row_space(train: torch.Tensor, test: torch.Tensor
     z_train (n, r), z_test (m, r), basis (r, d), all in ``train``'s dtype;
     r >= 1 (a zero column when ``train`` is all zeros).
     """
-    x = train.double()
-    eigenvalues, vectors = torch.linalg.eigh(x @ x.T)
+    n, d = train.shape
+    step = max(1, ROW_SPACE_CHUNK_VALUES // n)
+    columns = [slice(start, start + step) for start in range(0, d, step)]
+    gram = train.new_zeros((n, n), dtype=torch.float64)
+    for part in columns:  # float64 a slice at a time: never a float64 copy of all of X
+        block = train[:, part].double()
+        gram.addmm_(block, block.T)
+    eigenvalues, vectors = torch.linalg.eigh(gram)
     keep = eigenvalues > ROW_SPACE_RTOL * eigenvalues[-1].clamp(min=0.0)
     if not bool(keep.any()):
-        return (train.new_zeros((len(train), 1)), test.new_zeros((len(test), 1)),
-                train.new_zeros((1, train.shape[1])))
+        return (train.new_zeros((n, 1)), test.new_zeros((len(test), 1)),
+                train.new_zeros((1, d)))
     root = eigenvalues[keep].sqrt()
-    basis = (vectors[:, keep] / root).T @ x  # (r, d), orthonormal rows
-    z_train = vectors[:, keep] * root
-    z_test = test.double() @ basis.T
-    return z_train.to(train.dtype), z_test.to(train.dtype), basis.to(train.dtype)
+    scaled = (vectors[:, keep] / root).T  # (r, n)
+    basis = torch.cat([(scaled @ train[:, part].double()).to(train.dtype)
+                       for part in columns], dim=1)  # (r, d), orthonormal rows
+    z_train = (vectors[:, keep] * root).to(train.dtype)
+    return z_train, test @ basis.T, basis
 
 
 def _groups(widths: Sequence[int], column_cost: int, budget: int,

@@ -159,7 +159,8 @@ def test_batched_fit_equals_one_layer_at_a_time():
         assert joint.test_accuracy == alone.test_accuracy
 
 
-def test_row_space_coordinates_reproduce_the_activations():
+def test_row_space_coordinates_reproduce_the_activations(monkeypatch):
+    monkeypatch.setattr(linear_probe, "ROW_SPACE_CHUNK_VALUES", 20 * 7)  # 29 column slices
     rng = np.random.default_rng(2)
     low_rank = rng.standard_normal((30, 5)) @ rng.standard_normal((5, 200))  # rank 5
     train = torch.as_tensor(low_rank[:20], dtype=torch.float64)
