@@ -31,8 +31,10 @@ system-deps:
 	else echo "chromium/chromedriver missing (the browser test will skip);" \
 		"install them with: sudo apt-get install chromium chromium-driver"; fi
 
+# --durations: the slowest tests end every run's log (the suite should stay under ~20 min
+# on 2 cores; on 2026-11-22 it took 18-19.5 min, `make demo`'s test alone ~3 min)
 test: install system-deps
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=15
 
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow"
