@@ -19,8 +19,8 @@ Choices, stated in the report section:
   against the full stored activations, not the 50 components.
 - t-SNE is openTSNE with perplexity 30 (less when there are fewer than 91
   points): FFT-accelerated interpolation from 10,000 points (grid cells 3
-  units wide, at least 20 per axis), Barnes-Hut below, as openTSNE chooses. UMAP is umap-learn
-  with 15 neighbours.
+  units wide, at least 20 per axis), Barnes-Hut below, as openTSNE
+  chooses. UMAP is umap-learn with 15 neighbours.
 - ``k`` (default 6) is the neighbourhood size of both metrics.
 - ``max_samples`` draws a seeded, class-stratified subsample; the section
   says so (``subsampled_from``) and saves the chosen rows.
