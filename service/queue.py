@@ -101,13 +101,13 @@ class TaskQueue:
         elif self.settings.broker_url.startswith(("redis://", "rediss://")):
             import redis
 
-            client = redis.Redis.from_url(self.settings.broker_url, socket_timeout=5)
-            lists = cast(list[bytes], client.keys(f"{JOBS_QUEUE}*"))  # and priority lists
-            raw = [
-                item for key in lists if key.split(b"\x06\x16")[0] == JOBS_QUEUE.encode()
-                for item in cast(list[bytes], client.lrange(key, 0, -1))]
-            raw += [json.dumps(json.loads(held)[0]).encode()
-                    for held in cast(list[bytes], client.hvals("unacked"))]
+            with redis.Redis.from_url(self.settings.broker_url, socket_timeout=5) as client:
+                lists = client.scan_iter(match=f"{JOBS_QUEUE}*")  # and its priority lists
+                raw = [
+                    item for key in lists if key.split(b"\x06\x16")[0] == JOBS_QUEUE.encode()
+                    for item in cast(list[bytes], client.lrange(key, 0, -1))]
+                raw += [json.dumps(json.loads(held)[0]).encode()
+                        for held in cast(list[bytes], client.hvals("unacked"))]
         else:
             return None
         return {job_id for job_id in map(_job_id, raw) if job_id is not None}

@@ -234,9 +234,11 @@ class JobRun:
             self.keep_going = jobs.heartbeat(self.ctx.sessions, self.job_id, self.token or "",
                                              progress=self.progress, stage=self.stage,
                                              analyses=self._analyses(final=False))
-        except OperationalError as exc:  # the database blinked: the job goes on; its lease
-            log.warning("job %s: heartbeat not written: %s", self.job_id,  # lapses only if
-                        str(exc).splitlines()[0][:200])  # the outage outlasts it
+        except OperationalError as exc:
+            # the database blinked: the job goes on; its lease lapses only if the outage
+            # outlasts it
+            log.warning("job %s: heartbeat not written: %s", self.job_id,
+                        str(exc).splitlines()[0][:200])
         return not self.keep_going
 
     def _analyses(self, *, final: bool) -> dict[str, Any]:
