@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from layerlens.analyses.activation_maximization import Maximization, maximize_activation
-from layerlens.analyses.parametrization import data_range
+from app.demo.model import DIGITS_SHAPE, digits_cnn, export_torchscript, train_classifier
+from layerlens.analyses.activation_maximization.parametrization import data_range
+from layerlens.analyses.activation_maximization.science import Maximization, maximize_activation
 from layerlens.data import resolve_dataset
-from layerlens.demo import DIGITS_SHAPE, digits_cnn, export_torchscript, train_classifier
 from layerlens.models import load_model
 
 TARGET = 10.0

@@ -1,11 +1,11 @@
 """Linear probes on every layer: layerlens' batched torch fit vs one scikit-learn fit per layer.
 
-Model: the demo digits CNN (``layerlens.demo``), trained for about 3 s
+Model: the demo digits CNN (``app.demo.model``), trained for about 3 s
 (seeded), all 11 layers captured from its TorchScript export on
 ``builtin:digits`` (1797 samples, 80/20 stratified split, seed 0).
 Baseline: for each layer ``StandardScaler`` on the train split and
 ``LogisticRegression(solver="lbfgs", C=1.0)``, one layer after another.
-Candidate: :func:`layerlens.analyses.linear_probe.fit_linear_probes` (same
+Candidate: :func:`layerlens.analyses.linear_probe.science.fit_linear_probes` (same
 objective, same gradient tolerance), standardisation included. Both are
 timed under the same thread limit (torch and the BLAS/OpenMP pools), once
 with one thread and once with this machine's default. The quality figure is
@@ -26,11 +26,11 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
+from app.demo.model import DIGITS_SHAPE, digits_cnn, export_torchscript, train_classifier
 from benchmarks.timing import paired_medians
-from layerlens.analyses.linear_probe import fit_linear_probes
+from layerlens.analyses.linear_probe.science import fit_linear_probes
 from layerlens.capture import capture_activations
 from layerlens.data import resolve_dataset
-from layerlens.demo import DIGITS_SHAPE, digits_cnn, export_torchscript, train_classifier
 from layerlens.models import load_model
 
 TARGET = 5.0

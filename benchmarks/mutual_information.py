@@ -1,6 +1,6 @@
 """Binned I(X;T) and I(T;Y) over every layer: layerlens versus a per-layer numpy loop.
 
-Network: the demo digits CNN (``layerlens.demo.digits_cnn``, 11 layers,
+Network: the demo digits CNN (``app.demo.model.digits_cnn``, 11 layers,
 8,298 features in all), trained for 3 s (seeded), exported to TorchScript
 and captured by layerlens. Data: the 1,797 scikit-learn digits replicated to
 N = 10,000 samples with seeded Gaussian pixel jitter (std 1 on the 0..16
@@ -10,7 +10,7 @@ binning, 30 bins over each layer's observed range (the default spec).
 Baseline: for each layer, ``numpy.floor`` binning with the same float32
 arithmetic, ``numpy.unique(bins, axis=0)`` to count the binned rows and
 ``numpy.unique`` on (symbol, label) pairs for H(T,Y); single-threaded, as
-numpy is. Candidate: :func:`layerlens.analyses.mi_estimators.binning_information`
+numpy is. Candidate: :func:`layerlens.analyses.mutual_information.estimators.binning_information`
 on the CPU with torch limited to one thread for the comparison (like for
 like); its time with torch's default thread count is printed as well.
 Target: candidate at least 10x faster, identical values (symbol counts equal;
@@ -26,11 +26,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from app.demo.model import DIGITS_SHAPE, digits_cnn, export_torchscript, train_classifier
 from benchmarks.timing import paired_medians
-from layerlens.analyses.mi_estimators import binning_information
+from layerlens.analyses.mutual_information.estimators import binning_information
 from layerlens.capture import capture_activations
 from layerlens.data import Dataset, resolve_dataset
-from layerlens.demo import DIGITS_SHAPE, digits_cnn, export_torchscript, train_classifier
 from layerlens.models import load_model
 
 TARGET = 10.0

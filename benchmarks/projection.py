@@ -21,8 +21,8 @@ import torch
 from sklearn.datasets import load_digits
 from sklearn.manifold import TSNE
 
-from layerlens.analyses.neighborhood import neighborhood_hit, trustworthiness
-from layerlens.analyses.projection import (
+from layerlens.analyses.projection.neighborhood import neighborhood_hit, trustworthiness
+from layerlens.analyses.projection.science import (
     PCA_PREPROCESSING,
     pca_embedding,
     project_layer,

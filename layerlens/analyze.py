@@ -9,9 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from layerlens import __version__
-from layerlens.analyses import AnalysisContext, ArtifactWriter, runner
+from layerlens.analyses.base import AnalysisContext, ArtifactWriter
+from layerlens.analyses.registry import REGISTRY
+from layerlens.analyses.sections import FailedAnalysis, FailedLayer
 from layerlens.capture import Activations, ProgressCallback, capture_activations
 from layerlens.data import Dataset, resolve_dataset
+from layerlens.errors import InputError, is_allocation_failure, one_line
 from layerlens.models import ProbedModel, load_model, select_layers
 from layerlens.reduction import DEFAULT_MAX_FEATURES, DEFAULT_MEMORY_BUDGET
 from layerlens.report import Report, write_html
@@ -23,6 +26,8 @@ from layerlens.report.schema import (
     LayerEntry,
     ModelSection,
     ReductionEntry,
+    Warning_,
+    validate_section,
 )
 from layerlens.spec import AnalysisSpec, default_spec
 
@@ -100,12 +105,14 @@ def analyze(model_path: str | Path, dataset: str | Dataset, out_dir: str | Path,
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     sections: dict[str, Any] = {}
+    warnings: list[Warning_] = []
     for entry in spec:
         context = AnalysisContext(model, subset, activations, ArtifactWriter(out),
                                   device=model.device,
                                   progress=_for_stage(progress, entry.kind))
         context.report_progress(0, 1)
-        sections[entry.kind] = runner(entry.kind)(entry, context)
+        sections[entry.kind] = _run_one(entry, context)
+        warnings += _warnings(entry.kind, sections[entry.kind])
     section = _activations_section(activations)
     ops = {layer.name: layer.op for layer in model.layers}
     activation_summary_png(section.layers, ops, out / ACTIVATIONS_IMAGE)
@@ -116,10 +123,32 @@ def analyze(model_path: str | Path, dataset: str | Dataset, out_dir: str | Path,
                                n_classes=data.n_classes, n_total=data.n_samples),
         activations=section,
         analyses=sections,
+        warnings=warnings,
     )
     _atomic_write(out / "report.json", report.model_dump_json(indent=2))
     write_html(report, out / "report.html")
     return report
+
+
+def _run_one(entry: AnalysisSpec, context: AnalysisContext) -> dict[str, Any]:
+    """One analysis's section, or a :class:`FailedAnalysis` when it raised: the other
+    analyses keep their results. Running out of memory still ends the run."""
+    try:
+        return validate_section(entry.kind, REGISTRY[entry.kind].runner()(entry, context))
+    except Exception as exc:
+        if is_allocation_failure(exc):
+            raise
+        error_type = "invalid_input" if isinstance(exc, InputError) else type(exc).__name__
+        failed = FailedAnalysis(failed=one_line(exc), error_type=error_type)
+        return failed.model_dump(mode="json")
+
+
+def _warnings(kind: str, section: dict[str, Any]) -> list[Warning_]:
+    if "failed" in section:
+        return [Warning_(analysis=kind, message=section["failed"])]
+    rows = section.get("layers", [])
+    return [Warning_(analysis=kind, layer=row["layer"], message=row["failed"])
+            for row in rows if isinstance(row, dict) and set(row) == set(FailedLayer.model_fields)]
 
 
 def _for_stage(progress: StageProgress | None, stage: str) -> ProgressCallback | None:

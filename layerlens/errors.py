@@ -54,3 +54,11 @@ ALLOCATION_FAILURES = ("can't allocate memory", "out of memory", "Failed to allo
 def is_allocation_failure(exc: BaseException) -> bool:
     """Whether ``exc`` is memory running out, whatever library raised it."""
     return isinstance(exc, MemoryError) or any(sign in str(exc) for sign in ALLOCATION_FAILURES)
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """An error in one line for a report or a log: its type and the first line of its
+    message, at most the last ``limit`` characters (onnxruntime puts the cause at the end)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+    return text if len(text) <= limit else "…" + text[-limit:]

@@ -1,73 +1,57 @@
 """The analysis spec: one entry per analysis, the same list ``POST /v1/jobs`` takes.
 
-Unknown kinds and unknown keys are errors naming the offending key.
+Every kind comes from :mod:`layerlens.analyses.registry`. Unknown kinds and
+unknown keys are errors naming the offending key. torch-free.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Union
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import Field, TypeAdapter, ValidationError
 
+from layerlens.analyses.registry import REGISTRY
+from layerlens.analyses.sections import SpecEntry
 from layerlens.errors import InputError
 
 
-class _Entry(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    layers: list[str] | None = Field(default=None, description="names or glob patterns")
-    seed: int = 0
+def spec_union() -> Any:
+    """The spec entry type: a union of every registered kind's spec, told apart by ``kind``."""
+    return _derived()[0]
 
 
-class LinearProbeSpec(_Entry):
-    kind: Literal["linear_probe"]
-    test_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
+def kinds() -> tuple[str, ...]:
+    """Every registered kind, in report order."""
+    return REGISTRY.names()
 
 
-class ProjectionSpec(_Entry):
-    kind: Literal["projection"]
-    method: Literal["tsne", "pca", "umap"] = "tsne"
-    k: int = Field(default=6, ge=1)
-    max_samples: int | None = Field(default=None, ge=2)
+@functools.cache
+def _derived_at(version: int) -> tuple[Any, TypeAdapter[Any]]:
+    specs = tuple(kind.spec for kind in REGISTRY)
+    union: Any = (specs[0] if len(specs) == 1 else
+                  Annotated[Union[specs], Field(discriminator="kind")])  # noqa: UP007
+    return union, TypeAdapter(list[union])  # type: ignore[valid-type]
 
 
-class MutualInformationSpec(_Entry):
-    kind: Literal["mutual_information"]
-    estimator: Literal["binning", "adaptive", "kde", "ksg"] = "binning"
-    n_bins: int = Field(default=30, ge=2)
-    bin_range: Literal["observed"] | tuple[float, float] = "observed"
-    noise_variance: float | None = Field(default=None, gt=0.0)
+def _derived() -> tuple[Any, TypeAdapter[Any]]:
+    return _derived_at(REGISTRY.version)
 
 
-class ActivationMaximizationSpec(_Entry):
-    kind: Literal["activation_maximization"]
-    units: list[int] | None = None
-    objective: Literal["channel", "neuron"] = "channel"
-    steps: int = Field(default=512, ge=1)
-    lr: float | None = Field(default=None, gt=0.0)
-    max_units: int = Field(default=8, ge=1, description="units per layer when units is None")
-    l2: float = Field(default=0.0, ge=0.0, description="L2 decay weight (Yosinski et al. 2015)")
-    blur_every: int = Field(default=0, ge=0, description="blur images every N steps (0: never)")
-    jitter: int | None = Field(default=None, ge=0, description="pixels (None: by image size)")
-
-
-AnalysisSpec = Annotated[
-    LinearProbeSpec | ProjectionSpec | MutualInformationSpec | ActivationMaximizationSpec,
-    Field(discriminator="kind"),
-]
-KINDS = ("linear_probe", "projection", "mutual_information", "activation_maximization")
-_list_adapter = TypeAdapter(list[AnalysisSpec])
+#: A validated spec entry: an instance of one registered kind's spec model.
+AnalysisSpec = SpecEntry
 
 
 def _first_problem(exc: ValidationError) -> str:
     error = exc.errors()[0]
     index, *rest = error["loc"]
-    if rest and rest[0] in KINDS:
+    if rest and rest[0] in REGISTRY:
         rest = rest[1:]
     where = f"analyses[{index}]" + "".join(f".{part}" for part in rest)
     if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
-        return f"{where}.kind must be one of {', '.join(KINDS)}"
+        return f"{where}.kind must be one of {', '.join(kinds())}"
     if error["type"] == "extra_forbidden":
         return f"unknown key '{rest[-1]}' in analyses[{index}]"
     return f"{where}: {error['msg']}"
@@ -78,7 +62,7 @@ def parse_spec(entries: Any) -> list[AnalysisSpec]:
     if not isinstance(entries, list):
         raise InputError("the analyses spec must be a list of {\"kind\": ...} entries")
     try:
-        spec = _list_adapter.validate_python(entries)
+        spec: list[AnalysisSpec] = _derived()[1].validate_python(entries)
     except ValidationError as exc:
         raise InputError(f"invalid analysis spec: {_first_problem(exc)}") from exc
     kinds = [entry.kind for entry in spec]
@@ -91,7 +75,7 @@ def parse_spec(entries: Any) -> list[AnalysisSpec]:
 
 def default_spec() -> list[AnalysisSpec]:
     """Every analysis with its default parameters."""
-    return parse_spec([{"kind": kind} for kind in KINDS])
+    return parse_spec([{"kind": kind} for kind in kinds()])
 
 
 def load_spec_file(path: Path) -> list[AnalysisSpec]:

@@ -1,26 +1,29 @@
-"""What every analysis receives and returns.
+"""What every analysis's ``run(spec, ctx)`` receives, and how it goes over layers.
 
-An analysis is a module ``layerlens/analyses/<kind>.py`` with pure science
-functions (arrays or a probed model in, typed results out) and one entry
-point ``run(spec, ctx) -> dict`` that turns its spec entry into its section
-of ``report.json`` (see ARCHITECTURE.md), writing figures and arrays through
-``ctx.artifacts``. A layer an analysis cannot handle is listed with
-``skipped`` and the reason; the other layers still run.
+``run`` turns its spec entry into its typed section of ``report.json`` (see
+the package docstring), writing figures and arrays through ``ctx.artifacts``.
+A layer an analysis does not apply to is a :class:`.sections.SkippedLayer`;
+a layer whose computation raised is a :class:`.sections.FailedLayer`
+(:func:`each_layer`), and the other layers still run.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
+from layerlens.analyses.sections import FailedLayer
 from layerlens.capture import Activations, LayerActivations, ProgressCallback
 from layerlens.data import Dataset
+from layerlens.errors import InputError, is_allocation_failure, one_line
 from layerlens.models import ProbedModel, select_layers
+
+Row = TypeVar("Row")
 
 
 class ArtifactWriter:
@@ -97,6 +100,29 @@ class AnalysisContext:
         return bool(self.progress and self.progress(step, total, metrics))
 
 
-def skipped(layer: str, reason: str) -> dict[str, str]:
-    """A report entry for a layer the analysis could not handle."""
-    return {"layer": layer, "skipped": reason}
+def each_layer(ctx: AnalysisContext, layers: Sequence[LayerActivations],
+               compute: Callable[[LayerActivations], Row],
+               metrics: Callable[[Row], dict[str, float]] | None = None,
+               ) -> list[Row | FailedLayer]:
+    """``compute`` on every layer in order, reporting progress after each.
+
+    A layer whose ``compute`` raises becomes a :class:`FailedLayer` with the
+    error in one line, and the next layer runs. Bad input (:class:`InputError`)
+    and running out of memory still end the analysis. Stops early when the
+    progress callback asks: the rows of the layers done so far are returned.
+    """
+    rows: list[Row | FailedLayer] = []
+    for step, captured in enumerate(layers, start=1):
+        try:
+            row: Row | FailedLayer = compute(captured)
+        except InputError:
+            raise
+        except Exception as exc:
+            if isinstance(exc, MemoryError) or is_allocation_failure(exc):
+                raise
+            row = FailedLayer(layer=captured.info.name, failed=one_line(exc))
+        rows.append(row)
+        values = {} if metrics is None or isinstance(row, FailedLayer) else metrics(row)
+        if ctx.report_progress(step, len(layers), **values):
+            break
+    return rows

@@ -2,14 +2,29 @@
 
 Every number is plain JSON; every ``image`` names an artifact relative to
 the report's folder. Later analyses add keys under ``analyses``; nothing
-here changes meaning.
+here changes meaning. ``analyses`` holds one section per registered kind
+(:mod:`layerlens.analyses.registry`): its typed model, or
+:class:`~layerlens.analyses.sections.FailedAnalysis` when it raised.
+:func:`report_model` is the whole document typed, for schemas and readers.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    create_model,
+    field_validator,
+)
+
+from layerlens.analyses.registry import REGISTRY
+from layerlens.analyses.sections import FailedAnalysis
 
 
 class _Strict(BaseModel):
@@ -63,9 +78,77 @@ class ActivationsSection(_Strict):
     layers: list[ActivationLayer]
 
 
+class Warning_(_Strict):
+    """Work that did not finish: an analysis (``layer`` null) or one layer of it."""
+
+    model_config = ConfigDict(extra="forbid", title="Warning")
+    analysis: str
+    layer: str | None = None
+    message: str
+
+
 class Report(_Strict):
+    """``report.json``. ``analyses`` maps a kind to its section, validated against the kind's
+    section model when set (dicts in, dicts kept: the JSON document as written)."""
+
     layerlens_version: str
     model: ModelSection
     dataset: DatasetSection
     activations: ActivationsSection
     analyses: dict[str, Any] = Field(default_factory=dict)
+    warnings: list[Warning_] = Field(
+        default_factory=list, description="analyses or layers that failed; the rest stand")
+
+    @field_validator("analyses")
+    @classmethod
+    def _sections_valid(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return {kind: validate_section(kind, section) for kind, section in value.items()}
+
+    def section(self, kind: str) -> BaseModel:
+        """The typed section of ``kind`` (its model, or :class:`FailedAnalysis`)."""
+        return _section_model(kind).validate_python(self.analyses[kind])
+
+
+def validate_section(kind: str, section: Any) -> dict[str, Any]:
+    """``section`` (a model or a dict) checked against ``kind``'s section model, as JSON data."""
+    if kind not in REGISTRY:
+        raise ValueError(f"unknown analysis kind '{kind}'")
+    if isinstance(section, BaseModel):
+        section = section.model_dump(mode="json")
+    try:
+        typed = _section_model(kind).validate_python(section)
+    except ValidationError as exc:
+        raise ValueError(f"analyses.{kind}: {exc}") from exc
+    dumped: dict[str, Any] = typed.model_dump(mode="json", exclude_none=False)
+    return dumped
+
+
+def _section_model(kind: str) -> TypeAdapter[Any]:
+    return _section_adapter(kind, REGISTRY.version)
+
+
+@functools.cache
+def _section_adapter(kind: str, version: int) -> TypeAdapter[Any]:
+    return TypeAdapter(REGISTRY[kind].section | FailedAnalysis)
+
+
+def report_model() -> type[BaseModel]:
+    """The report document with ``analyses`` typed by the registered kinds (for JSON schema)."""
+    return _report_model_at(REGISTRY.version)
+
+
+@functools.cache
+def _report_model_at(version: int) -> type[BaseModel]:
+    sections: Any = {kind.name: (kind.section | FailedAnalysis | None,
+                                 Field(default=None, title=kind.title))
+                     for kind in REGISTRY}
+    analyses = create_model("Analyses", __config__=ConfigDict(extra="forbid"), **sections)
+    return create_model("Report", __base__=_ReportHeader, analyses=(analyses, ...))
+
+
+class _ReportHeader(_Strict):
+    layerlens_version: str
+    model: ModelSection
+    dataset: DatasetSection
+    activations: ActivationsSection
+    warnings: list[Warning_] = Field(default_factory=list)

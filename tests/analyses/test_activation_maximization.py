@@ -9,28 +9,33 @@ import pytest
 import torch
 from torch import nn
 
-from layerlens.analyses import AnalysisContext, ArtifactWriter
-from layerlens.analyses.activation_maximization import (
-    PROGRESS_EVERY,
-    dataset_objective,
-    maximize_activation,
-    objective_values,
-    run,
-)
-from layerlens.analyses.parametrization import (
+from app.demo.model import digits_cnn
+from layerlens.analyses.activation_maximization.parametrization import (
     FourierImage,
     apply_transform,
     data_range,
 )
+from layerlens.analyses.activation_maximization.run import dataset_objective, run
+from layerlens.analyses.activation_maximization.science import (
+    PROGRESS_EVERY,
+    maximize_activation,
+    objective_values,
+)
+from layerlens.analyses.activation_maximization.spec import ActivationMaximizationSpec
+from layerlens.analyses.base import AnalysisContext, ArtifactWriter
 from layerlens.analyze import AnalyzeOptions, analyze
 from layerlens.capture import capture_activations
 from layerlens.data import Dataset
-from layerlens.demo import digits_cnn
 from layerlens.errors import InputError
 from layerlens.models import load_model
-from layerlens.spec import ActivationMaximizationSpec, parse_spec
+from layerlens.spec import parse_spec
 from tests.models.test_onnx_and_torchscript import _unsupported_op_model
 from tests.nets import save_scripted
+
+
+def _run(spec, ctx) -> dict:
+    """The section as the report holds it (JSON data)."""
+    return run(spec, ctx).model_dump(mode="json")
 
 
 @pytest.fixture(autouse=True)
@@ -87,7 +92,7 @@ def test_linear_unit_reaches_its_analytic_box_maximum(tmp_path):
     x = rng.uniform(lo, hi, (200, 6)).astype(np.float32)
     x[0], x[1] = lo, hi  # the box's corners are in the data, so the data range is [lo, hi]
     ctx = _context(model, Dataset.from_arrays("test:box", x, _labels(200)), tmp_path / "out")
-    section = run(_spec(units=[0, 1, 2, 3]), ctx)
+    section = _run(_spec(units=[0, 1, 2, 3]), ctx)
 
     w, b = layer.weight.detach().double().numpy(), layer.bias.detach().double().numpy()
     at_lo, at_hi = w * (lo - 2.0) / 4.0, w * (hi - 2.0) / 4.0
@@ -132,7 +137,7 @@ def test_neuron_objective_recovers_a_planted_filter(tmp_path):
                        device="cpu")
     x = np.random.default_rng(0).uniform(0, 1, (32, 1, 16, 16)).astype(np.float32)
     ctx = _context(model, Dataset.from_arrays("test:planted", x, _labels(32)), tmp_path / "o")
-    section = run(_spec(layers=["0"], units=[2], objective="neuron"), ctx)
+    section = _run(_spec(layers=["0"], units=[2], objective="neuron"), ctx)
     (unit,) = section["layers"][0]["units"]
     patch = np.load(tmp_path / "o" / unit["array"])[0, 6:11, 6:11]
     assert np.corrcoef(patch.ravel(), PLANTED.ravel())[0, 1] >= 0.9
@@ -152,7 +157,7 @@ def test_trained_digits_cnn_units_reach_their_dataset_maximum(fmt, cnn_files, di
                                                              "Linear")]
     assert len(layers) == 5
     ctx = _context(model, digits, tmp_path, layers=layers)
-    section = run(_spec(), ctx)
+    section = _run(_spec(), ctx)
     assert section["steps"] == 512 and section["objective"] == "channel"
     units = [unit for entry in section["layers"] for unit in entry["units"]]
     assert len(units) == 8 * 5
@@ -196,7 +201,7 @@ def test_model_without_gradients_skips_every_layer_naming_the_operator(tmp_path)
     model = load_model(path, device="cpu")
     x = np.random.default_rng(0).uniform(-1, 1, (16, 1, 2, 2)).astype(np.float32)
     ctx = _context(model, Dataset.from_arrays("test:hardmax", x, _labels(16)), tmp_path / "o")
-    section = run(_spec(steps=8), ctx)
+    section = _run(_spec(steps=8), ctx)
     assert [entry["layer"] for entry in section["layers"]] == model.layer_names
     assert all("Hardmax" in entry["skipped"] for entry in section["layers"])
 
@@ -205,9 +210,9 @@ def test_invalid_units_are_an_input_error_naming_units(small_cnn, tmp_path):
     model, data = small_cnn
     ctx = _context(model, data, tmp_path)
     with pytest.raises(InputError, match="units"):
-        run(_spec(units=[-1], steps=1), ctx)
+        _run(_spec(units=[-1], steps=1), ctx)
     with pytest.raises(InputError, match=r"units.*16 units"):
-        run(_spec(layers=[model.layer_names[0]], units=[16], steps=1), ctx)
+        _run(_spec(layers=[model.layer_names[0]], units=[16], steps=1), ctx)
 
 
 @pytest.mark.parametrize("objective", ["channel", "neuron"])
@@ -230,7 +235,7 @@ def test_dataset_objective_is_the_same_whatever_the_reduction(small_cnn, tmp_pat
         assert captured.reduction is not None and captured.reduction.method == method
         np.testing.assert_allclose(dataset_objective(reduced, captured, objective), expected,
                                    atol=1e-5)
-        section = run(_spec(layers=[layer.name], objective=objective, steps=2, max_units=3),
+        section = _run(_spec(layers=[layer.name], objective=objective, steps=2, max_units=3),
                       reduced)
         chosen = [unit["unit"] for unit in section["layers"][0]["units"]]
         assert chosen == list(np.argsort(-expected.mean(axis=0), kind="stable")[:3])
@@ -246,7 +251,7 @@ def test_stopping_keeps_the_partial_result(small_cnn, tmp_path):
 
     ctx = _context(model, data, tmp_path, layers=model.layers[:3])
     ctx.progress = progress
-    section = run(_spec(steps=100, max_units=2), ctx)
+    section = _run(_spec(steps=100, max_units=2), ctx)
     assert seen == [(1, 3 * 4)]  # ceil(100 / 32) = 4 reports per layer, 3 layers
     first, *rest = section["layers"]
     assert first["steps_run"] == PROGRESS_EVERY and len(first["units"]) == 2

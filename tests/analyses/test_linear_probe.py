@@ -14,21 +14,23 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 from torch import nn
 
-from layerlens.analyses import AnalysisContext, ArtifactWriter, linear_probe
-from layerlens.analyses.linear_probe import (
-    LinearProbeSection,
-    fit_linear_probes,
-    row_space,
-    run,
-    standardize,
-)
+from layerlens.analyses.base import AnalysisContext, ArtifactWriter
+from layerlens.analyses.linear_probe import science as linear_probe
+from layerlens.analyses.linear_probe.run import run
+from layerlens.analyses.linear_probe.science import fit_linear_probes, row_space, standardize
+from layerlens.analyses.linear_probe.spec import LinearProbeSection, LinearProbeSpec
 from layerlens.analyze import AnalyzeOptions, analyze
 from layerlens.capture import capture_activations
 from layerlens.data import Dataset
 from layerlens.errors import InputError
 from layerlens.models import load_model
-from layerlens.spec import LinearProbeSpec, parse_spec
+from layerlens.spec import parse_spec
 from tests.nets import save_scripted
+
+
+def _run(spec, ctx) -> dict:
+    """The section as the report holds it (JSON data)."""
+    return run(spec, ctx).model_dump(mode="json")
 
 
 def _xor_data(n_per_corner: int = 100, noise: float = 0.15, seed: int = 0) -> Dataset:
@@ -67,7 +69,7 @@ def xor_context(tmp_path):
 
 
 def test_xor_is_linearly_readable_only_after_the_relu(xor_context, tmp_path):
-    section = run(LinearProbeSpec(kind="linear_probe"), xor_context)
+    section = _run(LinearProbeSpec(kind="linear_probe"), xor_context)
     json.dumps(section)  # plain JSON
     LinearProbeSection.model_validate(section)
     rows = {row["layer"]: row for row in section["layers"]}
@@ -85,9 +87,9 @@ def test_xor_is_linearly_readable_only_after_the_relu(xor_context, tmp_path):
 
 
 def test_same_seed_same_result_other_seed_other_split(xor_context):
-    first = run(LinearProbeSpec(kind="linear_probe", seed=3), xor_context)
-    again = run(LinearProbeSpec(kind="linear_probe", seed=3), xor_context)
-    other = run(LinearProbeSpec(kind="linear_probe", seed=4), xor_context)
+    first = _run(LinearProbeSpec(kind="linear_probe", seed=3), xor_context)
+    again = _run(LinearProbeSpec(kind="linear_probe", seed=3), xor_context)
+    other = _run(LinearProbeSpec(kind="linear_probe", seed=4), xor_context)
     assert first == again
     assert first["layers"] != other["layers"]  # another split: other losses
 
@@ -100,7 +102,7 @@ def test_stop_keeps_the_layers_already_fit(xor_context):
         return True
 
     xor_context.progress = stop_at_once
-    section = run(LinearProbeSpec(kind="linear_probe"), xor_context)
+    section = _run(LinearProbeSpec(kind="linear_probe"), xor_context)
     # On CPU only layers of equal width share a batch: "1" and "2" (4 features, fit
     # first, widest first) then "0" (2 features). The first report comes when the
     # first group is done; stopping there keeps its probes and skips "0".
@@ -112,7 +114,7 @@ def test_stop_keeps_the_layers_already_fit(xor_context):
 
 
 def test_layer_selection(xor_context):
-    section = run(LinearProbeSpec(kind="linear_probe", layers=["2", "0"]), xor_context)
+    section = _run(LinearProbeSpec(kind="linear_probe", layers=["2", "0"]), xor_context)
     assert [row["layer"] for row in section["layers"]] == ["0", "2"]  # forward order
 
 
@@ -250,12 +252,8 @@ def test_analyze_writes_a_valid_section(tmp_path):
 def test_layer_groups_count_the_solver_state_not_only_the_rows():
     """24 samples of eight 4096-wide layers: as rows they share one group; with 1000 classes
     the L-BFGS state (26 vectors of 1000 x 4096 values per layer) puts each layer alone."""
-    from layerlens.analyses.linear_probe import (
-        DEFAULT_GROUP_BYTES,
-        LBFGS_HISTORY,
-        SOLVER_VECTORS,
-        _groups,
-    )
+    from layerlens.analyses.lbfgs import LBFGS_HISTORY, SOLVER_VECTORS
+    from layerlens.analyses.linear_probe.science import DEFAULT_GROUP_BYTES, _groups
 
     widths = [4096] * 8
     assert len(_groups(widths, 24, DEFAULT_GROUP_BYTES, 1.0)) == 1

@@ -18,7 +18,7 @@ import torch
 from sklearn.feature_selection._mutual_info import _compute_mi_cc, _compute_mi_cd
 from torch import nn
 
-import layerlens.analyses.mi_estimators as mi
+import layerlens.analyses.mutual_information.estimators as mi
 from layerlens.analyze import AnalyzeOptions, analyze
 from layerlens.data import resolve_dataset
 from layerlens.errors import InputError

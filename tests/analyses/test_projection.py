@@ -11,26 +11,28 @@ from sklearn.datasets import load_digits
 from sklearn.manifold import trustworthiness as sklearn_trustworthiness
 from torch import nn
 
-from layerlens.analyses import AnalysisContext, ArtifactWriter
-from layerlens.analyses.neighborhood import (
+from layerlens.analyses.base import AnalysisContext, ArtifactWriter
+from layerlens.analyses.projection.neighborhood import (
     neighborhood_hit,
     projection_neighbors,
     trustworthiness,
 )
-from layerlens.analyses.projection import (
-    pca_embedding,
-    project_layer,
-    run,
-    tsne_embedding,
-)
+from layerlens.analyses.projection.run import run
+from layerlens.analyses.projection.science import pca_embedding, project_layer, tsne_embedding
+from layerlens.analyses.projection.spec import ProjectionSpec
 from layerlens.analyze import AnalyzeOptions, analyze
 from layerlens.capture import capture_activations
 from layerlens.data import Dataset
 from layerlens.data.dataset import stratified_subsample
 from layerlens.errors import InputError
 from layerlens.models import load_model
-from layerlens.spec import ProjectionSpec, parse_spec
+from layerlens.spec import parse_spec
 from tests.nets import save_scripted
+
+
+def _run(spec, ctx) -> dict:
+    """The section as the report holds it (JSON data)."""
+    return run(spec, ctx).model_dump(mode="json")
 
 
 def _blobs(n_per_class: int = 50, n_classes: int = 4, dim: int = 10, spread: float = 100.0,
@@ -176,7 +178,7 @@ def test_stratified_subsample_is_seeded_and_keeps_class_shares():
     assert stratified_subsample(labels, 5000) is None
 
 
-# --- run(spec, ctx) ---------------------------------------------------------------------------
+# --- _run(spec, ctx) ---------------------------------------------------------------------------
 
 def _tiny_net() -> nn.Sequential:
     """Layer 0: identity on 4 inputs; layer 1: its ReLU; layer 2: a constant (zero weights)."""
@@ -202,10 +204,10 @@ def blob_context(tmp_path):
 def test_run_reports_every_layer_and_skips_the_constant_one(blob_context, tmp_path):
     steps = []
     blob_context.progress = lambda step, total, metrics: steps.append((step, total, metrics))
-    section = run(ProjectionSpec(kind="projection", method="pca", k=6), blob_context)
+    section = _run(ProjectionSpec(kind="projection", method="pca", k=6), blob_context)
     json.dumps(section)  # plain JSON
     assert (section["method"], section["k"], section["n_points"]) == ("pca", 6, 400)
-    assert "subsampled_from" not in section
+    assert section["subsampled_from"] is None
     assert [row["layer"] for row in section["layers"]] == ["0", "1", "2"]
     first, _, constant = section["layers"]
     assert first["neighborhood_hit"] == 1.0
@@ -219,26 +221,26 @@ def test_run_reports_every_layer_and_skips_the_constant_one(blob_context, tmp_pa
 
 def test_run_stops_when_progress_asks_and_keeps_the_partial_result(blob_context):
     blob_context.progress = lambda step, total, metrics: step == 1
-    section = run(ProjectionSpec(kind="projection", method="pca"), blob_context)
+    section = _run(ProjectionSpec(kind="projection", method="pca"), blob_context)
     assert [row["layer"] for row in section["layers"]] == ["0"]
     assert section["complete"] is False
 
 
 def test_run_states_a_stratified_subsample(blob_context, tmp_path):
     spec = ProjectionSpec(kind="projection", method="pca", max_samples=100, seed=5)
-    section = run(spec, blob_context)
+    section = _run(spec, blob_context)
     assert section["n_points"] == 100 and section["subsampled_from"] == 400
     assert section["subsample"] == "stratified by class" and section["seed"] == 5
     keep = np.load(tmp_path / section["sample_indices"])
     np.testing.assert_array_equal(np.bincount(blob_context.dataset.y[keep]), [25, 25, 25, 25])
     assert np.load(tmp_path / section["layers"][0]["coordinates"]).shape == (100, 2)
-    again = run(spec, blob_context)
+    again = _run(spec, blob_context)
     np.testing.assert_array_equal(np.load(tmp_path / again["sample_indices"]), keep)
 
 
 def test_run_refuses_a_k_too_large_for_the_points(blob_context):
     with pytest.raises(InputError, match=r"projection\.k"):
-        run(ProjectionSpec(kind="projection", method="pca", k=200), blob_context)
+        _run(ProjectionSpec(kind="projection", method="pca", k=200), blob_context)
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])

@@ -24,27 +24,19 @@ References
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from typing import Any, Literal
+from dataclasses import dataclass
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 
-from layerlens.analyses.base import AnalysisContext, skipped
-from layerlens.capture import LayerActivations, ProgressCallback
+from layerlens.analyses.lbfgs import LBFGS_HISTORY, SOLVER_VECTORS, BatchedLBFGS
+from layerlens.capture import ProgressCallback
 from layerlens.errors import InputError
-from layerlens.report.plots import plt
-from layerlens.spec import LinearProbeSpec
 
 #: L-BFGS iterations between two progress reports (and convergence checks).
 CHUNK_ITERATIONS = 25
 #: Default bound on one group's standardised activations held on the device.
 DEFAULT_GROUP_BYTES = 512 * 1024**2
-#: Curvature pairs the batched L-BFGS keeps, and its other parameter-sized vectors
-#: (parameters, gradient, direction, trial point, previous gradient, scratch).
-LBFGS_HISTORY = 10
-SOLVER_VECTORS = 6
 #: Default ``max_padding`` per device type. On a CPU a padded zero column costs as much as
 #: a real one, so only layers of equal width share a batch; on a GPU the cost of a small
 #: layer is the kernel launches, so wider groups pay.
@@ -231,135 +223,6 @@ class _Objective:
         self.xt = self.xt[rows]
 
 
-def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return torch.bmm(a.unsqueeze(1), b.unsqueeze(2)).view(-1)
-
-
-@dataclass
-class _Finished:
-    theta: torch.Tensor
-    value: float
-    grad_norm: float
-    iterations: int
-    converged: bool
-
-
-class _BatchedLBFGS:
-    """L-BFGS run on every layer of a group at once, each layer on its own.
-
-    Every layer keeps its own curvature pairs, step length and stopping
-    test: the objectives are evaluated together (one batched product per
-    evaluation), but no layer's path depends on another's. A backtracking
-    (Armijo) line search suffices because each objective is strongly convex
-    in the weights, so every step gives a positive curvature pair. A layer
-    leaves the batch when its gradient's largest entry is at most ``tol``
-    (for rows in ``euclidean``, its Euclidean norm: the test for a layer fit
-    in its row space, whose norm bounds every entry of the gradient in the
-    layer's own coordinates), when its line search cannot decrease the
-    objective, or at ``max_iter``.
-    """
-
-    ARMIJO = 1e-4
-    MAX_HALVINGS = 20
-
-    def __init__(self, objective: _Objective, n_params: int, *, tol: float, max_iter: int,
-                 euclidean: torch.Tensor, history: int = LBFGS_HISTORY) -> None:
-        self.f = objective
-        layers = objective.xt.shape[0]
-        x = objective.xt
-        self.ids = torch.arange(layers, device=x.device)
-        self.euclidean = euclidean
-        self.theta = x.new_zeros((layers, n_params))
-        self.value, self.grad = self.f(self.theta)
-        self.s = x.new_zeros((history, layers, n_params))
-        self.y = x.new_zeros((history, layers, n_params))
-        self.rho = x.new_zeros((history, layers))
-        self.gamma = x.new_ones(layers)
-        self.tol, self.max_iter, self.iteration = tol, max_iter, 0
-        self.finished: dict[int, _Finished] = {}
-        self._retire(self._norm() <= tol, converged=True)
-
-    @property
-    def active(self) -> int:
-        return len(self.ids)
-
-    def _norm(self) -> torch.Tensor:
-        """(L,) the stopping test's gradient norm: largest entry, or Euclidean."""
-        return torch.where(self.euclidean, torch.linalg.vector_norm(self.grad, dim=1),
-                           self.grad.abs().amax(dim=1))
-
-    def _direction(self) -> torch.Tensor:
-        """``-H g`` by the two-loop recursion over the stored pairs (Nocedal 1980)."""
-        q = self.grad.clone()
-        m = len(self.rho)
-        slots = [(self.iteration - 1 - j) % m for j in range(min(self.iteration, m))]
-        alphas = []
-        for slot in slots:  # newest first
-            alpha = self.rho[slot] * _rowdot(self.s[slot], q)
-            q.addcmul_(self.y[slot], alpha[:, None], value=-1.0)
-            alphas.append(alpha)
-        q.mul_(self.gamma[:, None])
-        for slot, alpha in zip(reversed(slots), reversed(alphas), strict=True):
-            beta = self.rho[slot] * _rowdot(self.y[slot], q)
-            q.addcmul_(self.s[slot], (alpha - beta)[:, None])
-        return q.neg_()
-
-    def step(self) -> None:
-        """One iteration for every active layer."""
-        direction = self._direction()
-        slope = _rowdot(self.grad, direction)
-        bad = slope >= 0  # rounding broke the quasi-Newton direction: restart with -grad
-        if bool(bad.any()):
-            direction[bad] = -self.grad[bad]
-            slope = torch.where(bad, -_rowdot(self.grad, self.grad), slope)
-            self.rho[:, bad] = 0.0
-            self.gamma[bad] = 1.0
-        step = torch.ones_like(slope)
-        if self.iteration == 0:
-            step = torch.clamp(1.0 / self.grad.abs().sum(dim=1), max=1.0)
-        pending = torch.ones_like(slope, dtype=torch.bool)
-        new_theta, new_value, new_grad = self.theta, self.value, self.grad
-        for _ in range(self.MAX_HALVINGS):
-            trial = self.theta + step[:, None] * direction
-            value, grad = self.f(trial)
-            ok = pending & (value <= self.value + self.ARMIJO * step * slope)
-            new_theta = torch.where(ok[:, None], trial, new_theta)
-            new_grad = torch.where(ok[:, None], grad, new_grad)
-            new_value = torch.where(ok, value, new_value)
-            pending &= ~ok
-            if not bool(pending.any()):
-                break
-            step = torch.where(pending, step * 0.5, step)
-        s, y = new_theta - self.theta, new_grad - self.grad
-        curvature = _rowdot(s, y)
-        valid = ~pending & (curvature > 1e-10 * _rowdot(s, s).clamp(min=1e-30))
-        slot = self.iteration % len(self.rho)
-        self.s[slot], self.y[slot] = s, y
-        self.rho[slot] = torch.where(valid, 1.0 / curvature.clamp(min=1e-30),
-                                     torch.zeros_like(curvature))
-        self.gamma = torch.where(valid, curvature / _rowdot(y, y).clamp(min=1e-30), self.gamma)
-        self.theta, self.value, self.grad = new_theta, new_value, new_grad
-        self.iteration += 1
-        self._retire(self._norm() <= self.tol, converged=True)
-        self._retire(pending, converged=False)  # the line search found no decrease
-        if self.iteration >= self.max_iter:
-            self._retire(torch.ones_like(pending), converged=False)
-
-    def _retire(self, done: torch.Tensor, *, converged: bool) -> None:
-        if not bool(done.any()):
-            return
-        norm = self._norm()
-        for row in torch.nonzero(done).flatten().tolist():
-            self.finished[int(self.ids[row])] = _Finished(
-                self.theta[row].clone(), float(self.value[row]), float(norm[row]),
-                self.iteration, converged and bool(norm[row] <= self.tol))
-        keep = torch.nonzero(~done).flatten()
-        self.ids, self.theta = self.ids[keep], self.theta[keep]
-        self.value, self.grad = self.value[keep], self.grad[keep]
-        self.s, self.y, self.rho = self.s[:, keep], self.y[:, keep], self.rho[:, keep]
-        self.gamma, self.euclidean = self.gamma[keep], self.euclidean[keep]
-        self.f.keep(keep)
-
 
 def fit_linear_probes(
     features: Sequence[np.ndarray],
@@ -445,8 +308,8 @@ def fit_linear_probes(
         del blocks
         objective = _Objective(x_train, y_train, k, C)
         euclidean = torch.tensor([in_row_space[i] for i in members], device=dev)
-        solver = _BatchedLBFGS(objective, k * width + k, tol=tol, max_iter=max_iter,
-                               euclidean=euclidean)
+        solver = BatchedLBFGS(objective, x_train.new_zeros((len(members), k * width + k)),
+                              tol=tol, max_iter=max_iter, euclidean=euclidean)
         scorer = _Objective(x_train, y_train, k, C)  # keeps every row for the accuracies
         stop = False
         while solver.active:
@@ -520,103 +383,3 @@ def _validate(features: Sequence[np.ndarray], y: np.ndarray, train: np.ndarray,
     if group_bytes < 1:
         raise InputError(f"group_bytes must be at least 1, got {group_bytes}")
 
-
-# --------------------------------------------------------------------------- report
-
-
-class ProbeLayer(BaseModel):
-    """One probed layer in the report section."""
-
-    model_config = ConfigDict(extra="forbid")
-    layer: str
-    train_accuracy: float = Field(ge=0.0, le=1.0)
-    test_accuracy: float = Field(ge=0.0, le=1.0)
-    train_loss: float = Field(description="objective / n_train: mean cross-entropy (nats) + L2")
-    grad_norm: float = Field(ge=0.0, description="largest |gradient entry| at the probe")
-    iterations: int = Field(ge=0)
-    converged: bool
-    n_features: int = Field(ge=1)
-    reduction: Literal["spatial_mean", "random_projection"] | None = None
-
-
-class SkippedLayer(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    layer: str
-    skipped: str
-
-
-class LinearProbeSection(BaseModel):
-    """``analyses.linear_probe`` of report.json."""
-
-    model_config = ConfigDict(extra="forbid")
-    layers: list[ProbeLayer | SkippedLayer]
-    image: str | None
-    test_fraction: float
-    seed: int
-    C: float
-    n_train: int
-    n_test: int
-    chance_accuracy: float = Field(description="majority class share of the test split")
-
-
-def _figure(names: Sequence[str], rows: Sequence[dict[str, Any]], chance: float) -> Any:
-    """Train and test accuracy against depth, with chance level."""
-    position = {name: i for i, name in enumerate(names)}
-    probed = [row for row in rows if "test_accuracy" in row]
-    depth = [position[row["layer"]] for row in probed]
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.45 * len(names) + 2), 4.5),
-                           constrained_layout=True)
-    ax.plot(depth, [row["train_accuracy"] for row in probed], "o-", label="train split")
-    ax.plot(depth, [row["test_accuracy"] for row in probed], "s-", label="test split")
-    ax.axhline(chance, color="grey", linestyle="--",
-               label=f"chance (majority class, {chance:.2f})")
-    ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=8)
-    ax.set_xlabel("layer (forward order)")
-    ax.set_ylabel("probe accuracy (fraction correct)")
-    ax.set_ylim(0.0, 1.02)
-    ax.set_title("Linear probe accuracy by layer")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
-    return fig
-
-
-def run(spec: LinearProbeSpec, ctx: AnalysisContext) -> dict[str, Any]:
-    """The ``analyses.linear_probe`` report section: one probe per selected layer."""
-    dataset = ctx.dataset
-    if ctx.activations.n_samples < dataset.n_samples:  # capture was stopped early
-        n = ctx.activations.n_samples
-        dataset = replace(dataset, x=dataset.x[:n], y=dataset.y[:n])
-    try:
-        train, test = dataset.split(test_fraction=spec.test_fraction, seed=spec.seed)
-    except ValueError as exc:
-        raise InputError(f"linear_probe.test_fraction={spec.test_fraction} cannot split "
-                         f"{dataset.n_samples} samples: {exc}") from exc
-    chosen: list[LayerActivations] = ctx.layers(spec.layers)
-    usable = [layer for layer in chosen if np.isfinite(layer.values).all()]
-    results = fit_linear_probes(
-        [layer.values for layer in usable], dataset.y, train=train, test=test,
-        n_classes=dataset.n_classes, device=ctx.device,
-        progress=lambda step, total, metrics: ctx.report_progress(step, total, **metrics),
-    ) if usable else []
-    by_name = dict(zip([layer.info.name for layer in usable], results, strict=True))
-    rows: list[dict[str, Any]] = []
-    for layer in chosen:
-        name = layer.info.name
-        if name not in by_name:
-            rows.append(skipped(name, "activations contain NaN or infinite values"))
-            continue
-        result = by_name[name]
-        if result is None:
-            rows.append(skipped(name, "stopped before this layer's probe was fit"))
-            continue
-        rows.append({"layer": name, **result.__dict__,
-                     "reduction": None if layer.reduction is None else layer.reduction.method})
-    chance = float(np.bincount(dataset.y[test], minlength=dataset.n_classes).max() / len(test))
-    names = [layer.info.name for layer in chosen]
-    image = None
-    if any("test_accuracy" in row for row in rows):
-        image = ctx.artifacts.png(_figure(names, rows, chance), "linear_probe", "accuracy")
-    section = {"layers": rows, "image": image, "test_fraction": float(spec.test_fraction),
-               "seed": int(spec.seed), "C": 1.0, "n_train": len(train),
-               "n_test": len(test), "chance_accuracy": chance}
-    return LinearProbeSection.model_validate(section).model_dump()

@@ -42,17 +42,13 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import torch
 
-from layerlens.analyses.base import AnalysisContext, skipped
-from layerlens.analyses.neighborhood import neighborhood_hit, trustworthiness
-from layerlens.data.dataset import stratified_subsample
+from layerlens.analyses.projection.neighborhood import neighborhood_hit, trustworthiness
 from layerlens.errors import InputError
-from layerlens.report.plots import plt
-from layerlens.spec import ProjectionSpec
 
 Method = Literal["tsne", "pca", "umap"]
 METHODS: tuple[str, ...] = ("tsne", "pca", "umap")
@@ -68,8 +64,6 @@ _FFT_INTS_IN_INTERVAL = 3
 _FFT_MIN_INTERVALS = 20
 #: PCA uses a dense eigensolver up to this matrix size, Lanczos iteration above.
 _DENSE_EIGEN_LIMIT = 256
-_AXIS_UNITS = {"pca": "activation units", "tsne": "arbitrary units", "umap": "arbitrary units"}
-_AXIS_NAMES = {"pca": "PC", "tsne": "t-SNE", "umap": "UMAP"}
 
 
 @dataclass(frozen=True)
@@ -316,99 +310,3 @@ def project_layer(values: np.ndarray, labels: np.ndarray, *, method: Method = "t
         neighborhood_hit=neighborhood_hit(coordinates, labels, k=k),
         trustworthiness=trustworthiness(values, coordinates, k=k, device=device),
         pca_preprocessing=reduced, parameters=parameters)
-
-
-def scatter_figure(coordinates: np.ndarray, labels: np.ndarray, class_names: tuple[str, ...],
-                   *, layer: str, method: str, k: int, neighborhood_hit: float,
-                   trustworthiness: float) -> Any:
-    """The projection as a scatter plot coloured by class, with a legend."""
-    fig, ax = plt.subplots(figsize=(6.4, 5.6), constrained_layout=True)
-    n_classes = len(class_names)
-    cmap = plt.get_cmap("tab10" if n_classes <= 10 else "tab20" if n_classes <= 20 else "turbo")
-    size = float(np.clip(2000.0 / max(len(coordinates), 1), 2.0, 30.0))
-    for index, name in enumerate(class_names):
-        mask = labels == index
-        if mask.any():
-            color = cmap(index if n_classes <= 20 else index / max(n_classes - 1, 1))
-            ax.scatter(coordinates[mask, 0], coordinates[mask, 1], s=size, color=color,
-                       alpha=0.8, linewidths=0, label=name)
-    axis, units = _AXIS_NAMES[method], _AXIS_UNITS[method]
-    ax.set_xlabel(f"{axis} 1 ({units})")
-    ax.set_ylabel(f"{axis} 2 ({units})")
-    ax.set_title(f"{layer}\n{method.upper() if method == 'pca' else _AXIS_NAMES[method]}: "
-                 f"NH({k}) = {neighborhood_hit:.3f}, trustworthiness({k}) = "
-                 f"{trustworthiness:.3f}", fontsize=10)
-    if n_classes <= 30:
-        ax.legend(title="class", fontsize=7, markerscale=max(1.0, 6.0 / np.sqrt(size)),
-                  loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False,
-                  ncols=1 if n_classes <= 15 else 2)
-    return fig
-
-
-def _unusable(values: np.ndarray) -> str | None:
-    if not np.isfinite(values).all():
-        return "activations contain NaN or infinite values"
-    if np.ptp(values, axis=0).max(initial=0.0) == 0.0:
-        return "activations are the same for every sample: nothing to project"
-    return None
-
-
-def run(spec: ProjectionSpec, ctx: AnalysisContext) -> dict[str, Any]:
-    """The ``projection`` section of ``report.json``: one scatter and two scores per layer."""
-    labels_all = ctx.activations.y
-    n_all = len(labels_all)
-    keep = stratified_subsample(labels_all, spec.max_samples, seed=spec.seed)
-    labels = labels_all if keep is None else labels_all[keep]
-    n = len(labels)
-    if not spec.k < n / 2:
-        raise InputError(f"projection.k must be below half the number of points ({n}), "
-                         f"got {spec.k}")
-    section: dict[str, Any] = {
-        "method": spec.method, "k": spec.k, "n_points": n,
-        "standardized": False,
-        "pca_preprocessing": None if spec.method == "pca" else PCA_PREPROCESSING,
-        "trustworthiness_space": "the layer's stored activations",
-    }
-    if keep is not None:
-        section.update(subsampled_from=n_all, subsample="stratified by class", seed=spec.seed,
-                       sample_indices=ctx.artifacts.npy(keep, "projection", "sample_indices"))
-    chosen = ctx.layers(spec.layers)
-    entries: list[dict[str, Any]] = []
-    section["layers"] = entries
-    for step, captured in enumerate(chosen, start=1):
-        name = captured.info.name
-        values = captured.values if keep is None else captured.values[keep]
-        reason = _unusable(values)
-        if reason is not None:
-            entries.append(skipped(name, reason))
-            stop = ctx.report_progress(step, len(chosen))
-        else:
-            result = project_layer(values, labels, method=spec.method, k=spec.k,
-                                   seed=spec.seed, device=ctx.device)
-            entries.append(_layer_entry(spec, ctx, name, values.shape[1], result, labels))
-            stop = ctx.report_progress(step, len(chosen),
-                                       neighborhood_hit=result.neighborhood_hit,
-                                       trustworthiness=result.trustworthiness)
-        if stop:
-            break
-    section["complete"] = len(entries) == len(chosen)
-    return section
-
-
-def _layer_entry(spec: ProjectionSpec, ctx: AnalysisContext, name: str, n_features: int,
-                 result: LayerProjection, labels: np.ndarray) -> dict[str, Any]:
-    figure = scatter_figure(result.coordinates, labels, ctx.dataset.class_names, layer=name,
-                            method=spec.method, k=spec.k,
-                            neighborhood_hit=result.neighborhood_hit,
-                            trustworthiness=result.trustworthiness)
-    entry: dict[str, Any] = {
-        "layer": name, "method": spec.method,
-        "neighborhood_hit": float(result.neighborhood_hit),
-        "trustworthiness": float(result.trustworthiness),
-        "n_features": int(n_features),
-        "pca_preprocessing": result.pca_preprocessing,
-        "image": ctx.artifacts.png(figure, "projection", spec.method, name),
-        "coordinates": ctx.artifacts.npy(result.coordinates, "projection", spec.method, name),
-    }
-    entry.update({key: float(value) for key, value in result.parameters.items()})
-    return entry

@@ -1,0 +1,64 @@
+"""The mutual-information spec entry and report section (torch-free)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from layerlens.analyses.sections import FailedLayer, SkippedLayer, SpecEntry, Strict
+
+
+class MutualInformationSpec(SpecEntry):
+    """``{"kind": "mutual_information", ...}``: I(X;T) and I(T;Y) per layer, in bits."""
+
+    kind: Literal["mutual_information"]
+    estimator: Literal["binning", "adaptive", "kde", "ksg"] = "binning"
+    n_bins: int = Field(default=30, ge=2, description="bins per unit (binning, adaptive)")
+    bin_range: Literal["observed"] | tuple[float, float] = Field(
+        default="observed", description='"observed" (each layer\'s [min, max]) or [lo, hi]')
+    noise_variance: float | None = Field(
+        default=None, gt=0.0, description="kde: variance of the added noise; default 0.1 x "
+                                          "the layer's total variance")
+
+
+class InformationLayer(Strict):
+    """One layer's estimates (bits); which extra keys appear depends on the estimator."""
+
+    layer: str
+    I_XT: float | None = Field(description="null for ksg: I(X;T) is not defined there")
+    I_TY: float
+    saturated: bool = Field(description="I(X;T) within 1% of log2 N: the estimator only sees "
+                                        "that distinct inputs stay distinct")
+    n_features: int
+    n_symbols: int | None = Field(default=None, description="binning: distinct binned vectors")
+    bin_lo: float | None = None
+    bin_hi: float | None = None
+    distinct_edges: int | None = Field(default=None, description="adaptive: distinct edges")
+    noise_variance: float | None = Field(default=None, description="kde: the variance used")
+    I_TY_raw_nats: float | None = Field(default=None, description="ksg: before clipping at 0")
+
+
+class Parameters(Strict):
+    n_bins: int
+    bin_range: Literal["observed"] | list[float]
+    noise_variance: float | None
+    k: int | None
+    seed: int
+
+
+class MutualInformationSection(Strict):
+    """``analyses.mutual_information`` of report.json."""
+
+    estimator: Literal["binning", "adaptive", "kde", "ksg"]
+    units: Literal["bits"]
+    n_samples: int
+    n_distinct_inputs: int
+    H_X: float
+    H_Y: float
+    log2_N: float
+    parameters: Parameters
+    layers: list[InformationLayer | SkippedLayer | FailedLayer]
+    image: str
+    note: str
+    complete: bool

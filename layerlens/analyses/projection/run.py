@@ -1,0 +1,78 @@
+"""The projection's report section: one scatter and two scores per selected layer."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from layerlens.analyses.base import AnalysisContext, each_layer
+from layerlens.analyses.projection.figures import scatter_figure
+from layerlens.analyses.projection.science import PCA_PREPROCESSING, project_layer
+from layerlens.analyses.projection.spec import ProjectedLayer, ProjectionSection, ProjectionSpec
+from layerlens.analyses.sections import SkippedLayer
+from layerlens.capture import LayerActivations
+from layerlens.data.dataset import stratified_subsample
+from layerlens.errors import InputError
+
+ONE_FEATURE_NOTE = ("the layer has one feature: the picture's first axis is its value, the "
+                    "second is 0")
+
+
+def _unusable(values: np.ndarray) -> str | None:
+    if not np.isfinite(values).all():
+        return "activations contain NaN or infinite values"
+    if np.ptp(values, axis=0).max(initial=0.0) == 0.0:
+        return "activations are the same for every sample: nothing to project"
+    return None
+
+
+def run(spec: ProjectionSpec, ctx: AnalysisContext) -> ProjectionSection:
+    """The ``analyses.projection`` report section."""
+    labels_all = ctx.activations.y
+    keep = stratified_subsample(labels_all, spec.max_samples, seed=spec.seed)
+    labels = labels_all if keep is None else labels_all[keep]
+    n = len(labels)
+    if not spec.k < n / 2:
+        raise InputError(f"projection.k must be below half the number of points ({n}), "
+                         f"got {spec.k}")
+    chosen = ctx.layers(spec.layers)
+
+    def project(captured: LayerActivations) -> ProjectedLayer | SkippedLayer:
+        name = captured.info.name
+        values = captured.values if keep is None else captured.values[keep]
+        reason = _unusable(values)
+        if reason is not None:
+            return SkippedLayer(layer=name, skipped=reason)
+        one_feature = values.shape[1] == 1
+        method = "pca" if one_feature else spec.method
+        result = project_layer(values, labels, method=method, k=spec.k, seed=spec.seed,
+                               device=ctx.device)
+        figure = scatter_figure(result.coordinates, labels, ctx.dataset.class_names,
+                                layer=name, method=method, k=spec.k,
+                                neighborhood_hit=result.neighborhood_hit,
+                                trustworthiness=result.trustworthiness)
+        return ProjectedLayer(
+            layer=name, method=spec.method,
+            neighborhood_hit=float(result.neighborhood_hit),
+            trustworthiness=float(result.trustworthiness),
+            n_features=int(values.shape[1]), pca_preprocessing=result.pca_preprocessing,
+            image=ctx.artifacts.png(figure, "projection", spec.method, name),
+            coordinates=ctx.artifacts.npy(result.coordinates, "projection", spec.method, name),
+            note=ONE_FEATURE_NOTE if one_feature else None,
+            **{key: float(value) for key, value in result.parameters.items()})
+
+    def metrics(row: ProjectedLayer | SkippedLayer) -> dict[str, float]:
+        if not isinstance(row, ProjectedLayer):
+            return {}
+        return {"neighborhood_hit": row.neighborhood_hit,
+                "trustworthiness": row.trustworthiness}
+
+    rows = each_layer(ctx, chosen, project, metrics)
+    return ProjectionSection(
+        method=spec.method, k=spec.k, n_points=n, standardized=False,
+        pca_preprocessing=None if spec.method == "pca" else PCA_PREPROCESSING,
+        trustworthiness_space="the layer's stored activations",
+        **({} if keep is None else {
+            "subsampled_from": len(labels_all), "subsample": "stratified by class",
+            "seed": spec.seed,
+            "sample_indices": ctx.artifacts.npy(keep, "projection", "sample_indices")}),
+        layers=rows, complete=len(rows) == len(chosen))
