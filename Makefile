@@ -10,12 +10,13 @@ install: $(STAMP)
 
 # torch first and alone, pinned exactly: pip then takes the local CPU wheel
 # where one is configured, instead of resolving a CUDA build from the index.
+# The client before the full package, which depends on it (it is not on PyPI).
 $(STAMP): pyproject.toml client/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "torch==2.13.0"
-	$(BIN)/python -m pip install -q -e ".[dev]"
 	$(BIN)/python -m pip install -q -e "./client[check]"
+	$(BIN)/python -m pip install -q -e ".[dev]"
 	touch $(STAMP)
 
 demo: install
@@ -57,8 +58,8 @@ reliability: install
 	exit $$status
 
 lint: install
-	$(BIN)/ruff check layerlens service workers migrations client tests benchmarks
-	$(BIN)/mypy layerlens service workers client/layerlens_client
+	$(BIN)/ruff check layerlens app infra service workers migrations client tests benchmarks
+	$(BIN)/mypy layerlens app infra service workers client/layerlens_client
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache .mypy_cache .ruff_cache $(RELIABILITY_LOG)

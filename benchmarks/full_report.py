@@ -10,15 +10,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from layerlens.analyze import AnalyzeOptions, analyze
-from layerlens.data import resolve_dataset
-from layerlens.demo import (
+from app.demo.model import (
     DIGITS_SHAPE,
     digits_cnn,
     export_onnx,
     export_torchscript,
     train_classifier,
 )
+from layerlens.analyze import AnalyzeOptions, analyze
+from layerlens.data import resolve_dataset
 
 TARGET_SECONDS = 60.0
 

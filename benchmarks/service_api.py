@@ -215,7 +215,7 @@ def jobs_worker_paused(serve_pid: int) -> Iterator[None]:
 
 def finished_job(client: httpx.Client, folder: Path) -> tuple[str, str, str]:
     """Upload the demo CNN (ONNX), run a small linear_probe job; (model id, job id, status)."""
-    from layerlens.demo import DIGITS_SHAPE, digits_cnn, export_onnx
+    from app.demo.model import DIGITS_SHAPE, digits_cnn, export_onnx
     from tests.e2e.launch import wait_for_job
 
     path = export_onnx(digits_cnn().eval(), folder / "cnn.onnx", DIGITS_SHAPE)

@@ -1,12 +1,12 @@
-"""Alembic environment: the schema of ``service.db.models``, on the configured database."""
+"""Alembic environment: the schema of ``infra.db.models``, on the configured database."""
 
 from __future__ import annotations
 
 from alembic import context
 
-from service.config import Settings
-from service.db.models import Base
-from service.db.session import make_engine
+from infra.config import Settings
+from infra.db.models import Base
+from infra.db.session import make_engine
 
 config = context.config
 url = config.get_main_option("sqlalchemy.url") or Settings.from_env().database_url

@@ -14,15 +14,15 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from infra.config import Settings
+from infra.db.session import make_engine, require_migrated, session_factory
+from infra.queue import TaskQueue
+from infra.storage import open_storage
 from layerlens import __version__
 from service import problems
-from service.config import Settings
 from service.context import ServiceContext
-from service.db.session import make_engine, require_migrated, session_factory
 from service.metrics import ServiceCollector
-from service.queue import TaskQueue
 from service.routes import jobs, ops, uploads
-from service.storage import open_storage
 from service.sweep import SweepPolicy, sweep
 
 log = logging.getLogger("layerlens.api")
@@ -31,7 +31,7 @@ log = logging.getLogger("layerlens.api")
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The API on ``settings`` (default: the environment).
 
-    Raises :class:`service.db.session.SchemaNotMigrated` on an unmigrated database.
+    Raises :class:`infra.db.session.SchemaNotMigrated` on an unmigrated database.
     """
     settings = settings or Settings.from_env()
     engine = make_engine(settings.database_url)

@@ -23,9 +23,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from infra.db.models import LOCAL_TENANT, ApiKey, utcnow
+from infra.db.session import transaction
 from service.context import ServiceContext, context
-from service.db.models import LOCAL_TENANT, ApiKey, utcnow
-from service.db.session import transaction
 from service.problems import Problem
 
 KEY_PREFIX = "ll_"

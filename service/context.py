@@ -15,9 +15,9 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.config import Settings
-from service.queue import TaskQueue
-from service.storage import Storage
+from infra.config import Settings
+from infra.queue import TaskQueue
+from infra.storage import Storage
 
 _T = TypeVar("_T")
 

@@ -13,9 +13,9 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import case, func, select
 
+from infra.db.models import JOB_STATES, AnalysisResult, Job
+from infra.queue import INSPECT_QUEUE, JOBS_QUEUE
 from service.context import ServiceContext
-from service.db.models import JOB_STATES, AnalysisResult, Job
-from service.queue import INSPECT_QUEUE, JOBS_QUEUE
 
 log = logging.getLogger("layerlens.api")
 DURATION_BUCKETS_S = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600)

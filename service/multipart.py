@@ -13,8 +13,8 @@ from pathlib import Path
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
+from infra.storage import Spool, TooLarge
 from service.problems import Problem
-from service.storage import Spool, TooLarge
 
 MAX_FIELD_BYTES = 64 * 1024
 #: Room for form fields and part headers on top of the file size limit.

@@ -13,7 +13,7 @@ down. Every API process runs :func:`sweep` every ``sweep_interval_s``:
 
 A re-send is a compare-and-set on ``enqueued_at``: of several API processes
 sweeping at once, one sends. A copy too many is harmless, since a delivery
-only runs a job it can claim (service/db/jobs.py).
+only runs a job it can claim (infra/db/jobs.py).
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.db.models import Job, utcnow
-from service.db.session import transaction
-from service.queue import RUN_JOB, TaskQueue
+from infra.db.models import Job, utcnow
+from infra.db.session import transaction
+from infra.queue import RUN_JOB, TaskQueue
 
 log = logging.getLogger("layerlens.sweep")
 #: Most jobs looked at per sweep.

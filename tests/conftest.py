@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from layerlens.data import Dataset, resolve_dataset
-from layerlens.demo import (
+from app.demo.model import (
     DIGITS_SHAPE,
     digits_cnn,
     export_onnx,
     export_torchscript,
     train_classifier,
 )
+from layerlens.data import Dataset, resolve_dataset
 
 
 @pytest.fixture(scope="session")

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from layerlens.cli import main
 from layerlens.report import Report
+from layerlens_client.cli import main
 
 
 class _Images(HTMLParser):

@@ -15,7 +15,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-from layerlens.cli import main
+from layerlens_client.cli import main
 
 
 def run_cli(capsys, *args: str) -> tuple[int, str]:
@@ -178,7 +178,7 @@ def test_entry_point_prints_one_line_and_exits_2(tmp_path):
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"\x00" * 100)
     result = subprocess.run(
-        [sys.executable, "-m", "layerlens", "analyze", str(junk), "--dataset", "builtin:iris",
+        [sys.executable, "-m", "app", "analyze", str(junk), "--dataset", "builtin:iris",
          "--out", str(tmp_path / "out")],
         capture_output=True, text=True, timeout=120, env={**os.environ, "LAYERLENS_DEBUG": ""})
     assert_one_line_error(result.returncode, result.stderr, "junk.pt")

@@ -13,7 +13,7 @@ import pytest
 @pytest.mark.slow
 def test_demo_goes_through_the_service_and_prints_where_the_reports_are(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "layerlens", "demo", "--out", str(tmp_path), "--seconds", "2"],
+        [sys.executable, "-m", "app", "demo", "--out", str(tmp_path), "--seconds", "2"],
         capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout + result.stderr
     accuracy = float(re.search(r"held-out accuracy: ([0-9.]+)", result.stdout).group(1))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from celery import Task
 
-from service.config import Settings
-from service.queue import INSPECT_DATASET, INSPECT_MODEL, INSPECT_TIME_LIMIT_S, RUN_JOB, make_celery
+from infra.config import Settings
+from infra.queue import INSPECT_DATASET, INSPECT_MODEL, INSPECT_TIME_LIMIT_S, RUN_JOB, make_celery
 from workers.tasks import JobRun, LeaseHeld, WorkerContext, inspect_dataset, inspect_model
 
 settings = Settings.from_env()

@@ -19,12 +19,12 @@ from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy import update
 from sqlalchemy.exc import OperationalError
 
-from service.config import Settings
-from service.db import jobs
-from service.db.models import Dataset, Job, Model
-from service.db.session import make_engine, session_factory, transaction
-from service.queue import INSPECT_TIME_LIMIT_S
-from service.storage import Storage, hash_file, open_storage
+from infra.config import Settings
+from infra.db import jobs
+from infra.db.models import Dataset, Job, Model
+from infra.db.session import make_engine, session_factory, transaction
+from infra.queue import INSPECT_TIME_LIMIT_S
+from infra.storage import Storage, hash_file, open_storage
 from workers.confine import Limits
 from workers.sandbox import ChildOutcome, run_child
 

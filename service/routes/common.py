@@ -10,10 +10,10 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import delete
 from sqlalchemy.orm import Session, sessionmaker
 
+from infra.db.session import transaction
+from infra.queue import TaskQueue
 from service import pagination
-from service.db.session import transaction
 from service.problems import Problem
-from service.queue import TaskQueue
 from service.schemas import storable
 
 log = logging.getLogger("layerlens.api")

@@ -13,14 +13,8 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingRes
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from layerlens.data.resolve import BUILTIN_NAMES
-from layerlens.errors import InputError
-from layerlens.spec import default_spec, parse_spec
-from service import pagination
-from service.auth import Tenant
-from service.context import ServiceContext, context
-from service.db import jobs as state
-from service.db.models import (
+from infra.db import jobs as state
+from infra.db.models import (
     FINAL_STATES,
     JOB_STATES,
     AnalysisResult,
@@ -29,9 +23,15 @@ from service.db.models import (
     Job,
     Model,
 )
-from service.db.session import transaction
+from infra.db.session import transaction
+from infra.queue import RUN_JOB
+from layerlens.data.resolve import BUILTIN_NAMES
+from layerlens.errors import InputError
+from layerlens.spec import default_spec, parse_spec
+from service import pagination
+from service.auth import Tenant
+from service.context import ServiceContext, context
 from service.problems import Problem, documented
-from service.queue import RUN_JOB
 from service.routes.common import checked_cursor, enqueue_or_undo, not_found, utc
 from service.schemas import AnalysisState, ArtifactOut, JobCreate, JobOut, Page, storable
 

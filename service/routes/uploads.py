@@ -17,13 +17,14 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from sqlalchemy import delete, select
 
+from infra.db.models import Dataset, Model
+from infra.queue import INSPECT_DATASET, INSPECT_MODEL
+from infra.storage import StoredBlob
 from service import pagination
 from service.auth import Tenant
 from service.context import ServiceContext, context
-from service.db.models import Dataset, Model
 from service.multipart import Form, read_form
 from service.problems import Problem, documented
-from service.queue import INSPECT_DATASET, INSPECT_MODEL
 from service.routes.common import (
     checked_cursor,
     enqueue_or_undo,
@@ -32,7 +33,6 @@ from service.routes.common import (
     utc,
 )
 from service.schemas import UNSTORABLE, DatasetOut, LayerOut, ModelOut, Page, storable
-from service.storage import StoredBlob
 
 router = APIRouter(prefix="/v1", responses=documented(401, 422, 503))
 Ctx = Annotated[ServiceContext, Depends(context)]

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from layerlens.demo import DIGITS_SHAPE, export_onnx
+from app.demo.model import DIGITS_SHAPE, export_onnx
 from tests.e2e import launch
 
 pytestmark = pytest.mark.slow
@@ -41,7 +41,7 @@ rules:
 
 
 def check(*args: object, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "layerlens.cli", "check", *map(str, args)],
+    return subprocess.run([sys.executable, "-m", "app", "check", *map(str, args)],
                           capture_output=True, text=True, timeout=timeout)
 
 

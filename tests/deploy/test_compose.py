@@ -23,7 +23,7 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
-from layerlens.cli import _build_parser
+from layerlens_client.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -145,7 +145,7 @@ def option(argv: list[str], name: str) -> str | None:
 def parse_cli(argv: list[str], where: str):  # type: ignore[no-untyped-def]
     assert argv and argv[0] == "layerlens", f"{where}: command {argv} does not run `layerlens`"
     try:
-        return _build_parser().parse_args(argv[1:])
+        return build_parser().parse_args(argv[1:])
     except SystemExit as exc:
         pytest.fail(f"{where}: `{shlex.join(argv)}` is not a valid layerlens command "
                     f"(argparse exit {exc.code})")
@@ -200,8 +200,8 @@ def test_layerlens_services_run_real_cli_commands(layerlens_services):
 
 
 def test_workers_consume_every_queue_the_service_routes_to(services, layerlens_services):
-    from service.config import Settings
-    from service.queue import INSPECT_QUEUE, JOBS_QUEUE, celery_config
+    from infra.config import Settings
+    from infra.queue import INSPECT_QUEUE, JOBS_QUEUE, celery_config
 
     production = Settings(data_dir=Path("/nonexistent"), database_url="sqlite://",
                           broker_url="redis://redis:6379/0", storage_url="s3://bucket")
@@ -223,7 +223,7 @@ def test_workers_consume_every_queue_the_service_routes_to(services, layerlens_s
 
 def settings_names_read(monkeypatch: pytest.MonkeyPatch) -> set[str]:
     """The environment variables ``Settings.from_env`` asks for, observed, not grepped."""
-    from service.config import Settings
+    from infra.config import Settings
 
     class Recording(dict[str, str]):
         asked: set[str]
@@ -249,7 +249,7 @@ def settings_names_read(monkeypatch: pytest.MonkeyPatch) -> set[str]:
 
 
 def test_layerlens_environment_is_what_settings_reads(monkeypatch, services, layerlens_services):
-    from service.config import Settings
+    from infra.config import Settings
 
     readable = settings_names_read(monkeypatch)
     assert {"LAYERLENS_DATABASE_URL", "LAYERLENS_BROKER_URL", "LAYERLENS_STORAGE_URL"} <= readable
@@ -303,7 +303,7 @@ def test_credentials_agree_between_services(services, layerlens_services):
 
 def test_boto3_reaches_the_bucket_on_the_minio_service(monkeypatch, layerlens_services):
     """Path-style addressing: ``http://minio:9000/<bucket>``, not ``<bucket>.minio``."""
-    from service.storage import S3Storage
+    from infra.storage import S3Storage
 
     env = environment(layerlens_services["api"])
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"):
@@ -531,7 +531,7 @@ def test_image_holds_the_packages_pyproject_installs(image, pyproject):
     patterns = setuptools["packages"]["find"]["include"]
     packages = [p.name for p in ROOT.iterdir() if (p / "__init__.py").is_file()
                 and any(re.fullmatch(pat.replace("*", ".*"), p.name) for pat in patterns)]
-    assert {"layerlens", "service", "workers"} <= set(packages)
+    assert {"layerlens", "app", "infra", "service", "workers"} <= set(packages)
     for name in [*packages, "pyproject.toml", pyproject["project"]["readme"], "alembic.ini",
                  "migrations"]:
         image.path_of(name)
@@ -539,9 +539,21 @@ def test_image_holds_the_packages_pyproject_installs(image, pyproject):
         image.path_of(package.replace(".", "/"))
 
 
-def test_migrations_are_where_service_db_session_looks(image):
+def test_the_client_is_installed_before_the_package_that_depends_on_it(image, pyproject):
+    """layerlens-client (not on PyPI) owns the `layerlens` command: from client/, first."""
+    assert any(d.startswith("layerlens-client") for d in pyproject["project"]["dependencies"])
+    client = image.path_of("client/pyproject.toml").parent
+    runs = [run for _, run in image.runs]
+    installs_client = [i for i, run in enumerate(runs) if f"pip install --no-deps {client}" in run]
+    installs_package = [i for i, run in enumerate(runs) if re.search(r"pip install\b.*-e \.", run)]
+    assert installs_client and installs_package, "no pip install of client/ or of the package"
+    assert installs_client[0] < installs_package[0]
+    image.path_of("client/layerlens_client")
+
+
+def test_migrations_are_where_infra_db_session_looks(image):
     """``MIGRATIONS = Path(session.py).parents[2] / "migrations"`` must hold in the image."""
-    from service.db import session
+    from infra.db import session
 
     repo_session = Path(session.__file__).resolve().relative_to(ROOT).as_posix()
     rule = (ROOT / repo_session).parents[2] / "migrations"
@@ -551,14 +563,14 @@ def test_migrations_are_where_service_db_session_looks(image):
     assert copied == in_image, f"migrations copied to {copied}, session.py looks in {in_image}"
     assert (ROOT / "migrations" / "env.py").is_file()
 
-    # ...and `service` must be imported from that copy, not from site-packages.
-    source_dir = image.path_of("service").parent
+    # ...and `infra` must be imported from that copy, not from site-packages.
+    source_dir = image.path_of("infra").parent
     editable = any(re.search(r"pip install\b.*(\s-e\s+\.|--editable)", run) and wd == source_dir
                    for wd, run in image.runs)
     on_path = str(source_dir) in image.env.get("PYTHONPATH", "").split(":")
     assert editable or on_path, (
         f"install with `pip install -e .` in {source_dir} (or put it on PYTHONPATH): a regular "
-        "install imports `service` from site-packages, where there is no migrations/ folder")
+        "install imports `infra` from site-packages, where there is no migrations/ folder")
 
 
 def test_torch_is_installed_first_with_pyprojects_pin(image, pyproject):
@@ -627,7 +639,7 @@ def test_dockerignore_keeps_local_state_out_of_the_context():
     for path in (".venv/bin/python", ".git/HEAD", "layerlens-data/layerlens.db",
                  "demo-output/report.html", "tests/conftest.py", ".pytest_cache/v",
                  ".ruff_cache/x", ".mypy_cache/x", "layerlens/__pycache__",
-                 "service/db/__pycache__", "layerlens/cli.pyc", "layerlens.egg-info/PKG-INFO"):
+                 "infra/db/__pycache__", "app/cli.pyc", "layerlens.egg-info/PKG-INFO"):
         assert ignored(path, rules), f"{path} would be sent to the Docker daemon"
-    for path in ("pyproject.toml", "README.md", "layerlens/cli.py", "migrations/env.py"):
+    for path in ("pyproject.toml", "README.md", "app/cli.py", "migrations/env.py"):
         assert not ignored(path, rules), f"{path} is needed by the build"

@@ -28,7 +28,7 @@ import httpx
 POSTGRES_ADMIN_URL = os.environ.get("LAYERLENS_TEST_POSTGRES",
                                     "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("LAYERLENS_TEST_REDIS", "redis://127.0.0.1:6379")
-LAYERLENS = [sys.executable, "-m", "layerlens.cli"]
+LAYERLENS = [sys.executable, "-m", "app"]
 
 
 def free_port() -> int:

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from infra.config import Settings
+from infra.db.models import Model
+from infra.db.session import make_engine, session_factory, transaction, upgrade
 from service.app import create_app
-from service.config import Settings
-from service.db.models import Model
-from service.db.session import make_engine, session_factory, transaction, upgrade
 from tests.service.support import embedded_settings
 
 

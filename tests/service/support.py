@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from service.config import Settings
+from infra.config import Settings
 
 
 def embedded_settings(root: Path, **overrides: object) -> Settings:

@@ -11,10 +11,10 @@ import sys
 import pytest
 from fastapi.testclient import TestClient
 
+from infra.db.models import Dataset, Model
+from infra.db.session import make_engine, session_factory, transaction, upgrade
 from service.app import create_app
 from service.auth import create_key, revoke_key
-from service.db.models import Dataset, Model
-from service.db.session import make_engine, session_factory, transaction, upgrade
 from tests.service.support import embedded_settings
 
 PROBLEM = "application/problem+json"
@@ -115,7 +115,7 @@ def test_a_revoked_key_stops_working_and_keys_are_stored_hashed(world):
 
 def _cli(*args: str, data_dir) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "LAYERLENS_DATA_DIR": str(data_dir)}
-    return subprocess.run([sys.executable, "-m", "layerlens.cli", *args], env=env,
+    return subprocess.run([sys.executable, "-m", "app", *args], env=env,
                           capture_output=True, text=True, timeout=120)
 
 
@@ -138,7 +138,7 @@ def test_the_keys_command_creates_lists_and_revokes(tmp_path):
 
 def test_serve_without_keys_only_on_loopback(tmp_path):
     env = {**os.environ, "LAYERLENS_DATA_DIR": str(tmp_path), "LAYERLENS_AUTH": "off"}
-    done = subprocess.run([sys.executable, "-m", "layerlens.cli", "serve", "--host", "0.0.0.0",
+    done = subprocess.run([sys.executable, "-m", "app", "serve", "--host", "0.0.0.0",
                            "--port", "1"], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert "only on loopback" in done.stderr and "Traceback" not in done.stderr

@@ -10,8 +10,8 @@ import pytest
 from alembic import command
 from sqlalchemy import inspect
 
+from infra.db.session import SchemaNotMigrated, alembic_config, make_engine, upgrade
 from service.app import create_app
-from service.db.session import SchemaNotMigrated, alembic_config, make_engine, upgrade
 from tests.e2e.launch import fresh_postgres_database, postgres_available
 from tests.service.support import embedded_settings
 
@@ -55,7 +55,7 @@ def test_the_api_refuses_an_unmigrated_database_and_says_how_to_migrate(tmp_path
 
 def test_layerlens_api_on_an_unmigrated_database_exits_2_with_one_line(tmp_path):
     env = {**os.environ, "LAYERLENS_DATA_DIR": str(tmp_path)}
-    done = subprocess.run([sys.executable, "-m", "layerlens.cli", "api", "--port", "1"],
+    done = subprocess.run([sys.executable, "-m", "app", "api", "--port", "1"],
                           env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stderr
     assert "layerlens migrate" in done.stderr

@@ -28,12 +28,12 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from infra.db import jobs as state
+from infra.db.models import Dataset, Job, Model
+from infra.db.session import make_engine, session_factory, transaction, upgrade
+from infra.storage import open_storage
 from service.app import create_app
 from service.auth import create_key
-from service.db import jobs as state
-from service.db.models import Dataset, Job, Model
-from service.db.session import make_engine, session_factory, transaction, upgrade
-from service.storage import open_storage
 from tests.e2e import reliability
 from tests.e2e.launch import fresh_postgres_database, postgres_available, require
 from tests.service.support import embedded_settings

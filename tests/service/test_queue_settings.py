@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from service.config import Settings
-from service.queue import celery_config
+from infra.config import Settings
+from infra.queue import celery_config
 
 
 def _redis_settings(limit_s: int) -> Settings:

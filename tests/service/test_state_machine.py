@@ -6,9 +6,9 @@ from datetime import timedelta
 
 from sqlalchemy import update
 
-from service.db import jobs as state
-from service.db.models import AnalysisResult, Artifact, Job, utcnow
-from service.db.session import transaction
+from infra.db import jobs as state
+from infra.db.models import AnalysisResult, Artifact, Job, utcnow
+from infra.db.session import transaction
 
 
 def _job(sessions, model_id: str) -> str:

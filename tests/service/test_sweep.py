@@ -9,10 +9,10 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import update
 
-from service.db import jobs as state
-from service.db.models import Job, utcnow
-from service.db.session import transaction
-from service.queue import JOBS_QUEUE, RUN_JOB, TaskQueue
+from infra.db import jobs as state
+from infra.db.models import Job, utcnow
+from infra.db.session import transaction
+from infra.queue import JOBS_QUEUE, RUN_JOB, TaskQueue
 from service.sweep import SweepPolicy, stale_jobs, sweep, take_resend
 
 POLICY = SweepPolicy(requeue_after_s=60.0, lease_s=10.0)

@@ -14,8 +14,8 @@ from typing import Any
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.db.models import AnalysisResult, Artifact, Job, utcnow
-from service.db.session import transaction
+from infra.db.models import AnalysisResult, Artifact, Job, utcnow
+from infra.db.session import transaction
 
 #: A running job whose worker has not written for this long may be claimed again.
 LEASE_S = 120.0

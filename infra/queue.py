@@ -17,7 +17,7 @@ from amqp.exceptions import ChannelError
 from celery import Celery
 from kombu import Connection
 
-from service.config import Settings
+from infra.config import Settings
 
 JOBS_QUEUE = "jobs"
 INSPECT_QUEUE = "inspect"

@@ -1,4 +1,9 @@
-"""The ``layerlens`` command line.
+"""The commands of the full package: ``layerlens analyze``, ``serve``, ``api``, ``worker``,
+``migrate``, ``keys`` and ``demo``.
+
+The ``layerlens`` program itself is layerlens-client's (``layerlens_client.cli``): it owns
+``check`` and finds these commands through the ``layerlens.commands`` entry point that
+pyproject.toml declares for :func:`add_commands`.
 
 Exit status: 0 success, 2 bad input (one line on stderr, no traceback),
 1 an internal error (one line; ``LAYERLENS_DEBUG=1`` shows the traceback).
@@ -11,20 +16,14 @@ import os
 import re
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn
 
 from layerlens.errors import InputError
 
 EXIT_OK, EXIT_INTERNAL, EXIT_INPUT = 0, 1, 2
 
-
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports usage errors in one line, exit status 2."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_INPUT, f"layerlens: error: {message} (see '{self.prog} --help')\n")
+Handler = Callable[[argparse.Namespace], int]
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -67,10 +66,8 @@ def _size(text: str) -> int:
     return int(float(match.group(1)) * _UNITS[unit])
 
 
-def _build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="layerlens", description="Look inside trained neural networks.")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
+def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add this package's commands to the ``layerlens`` parser; each sets ``run``."""
     analyze = commands.add_parser(
         "analyze", help="analyse a model on a dataset in-process and write a report folder")
     analyze.add_argument("model", type=Path, help="ONNX model or TorchScript archive")
@@ -103,15 +100,13 @@ def _build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--queues", default="jobs,inspect",
                         help="comma-separated queues to consume (jobs,inspect)")
     worker.add_argument("--concurrency", type=_positive_int, default=1)
-    commands.add_parser("migrate", help="alembic upgrade head on LAYERLENS_DATABASE_URL")
+    migrate = commands.add_parser("migrate", help="alembic upgrade head on LAYERLENS_DATABASE_URL")
     api_keys = commands.add_parser("keys", help="create, list or revoke API keys")
     api_keys.add_argument("action", choices=("create", "list", "revoke"))
     api_keys.add_argument("key_id", nargs="?", help="revoke: the key's id or prefix")
     api_keys.add_argument("--tenant", help="create: the tenant the key acts for")
     api_keys.add_argument("--name", default="", help="create: a label, e.g. ci-main")
     api_keys.add_argument("--data-dir", type=Path, help="embedded state folder")
-    commands.add_parser("check", add_help=False,
-                        help="fail a CI build whose model breaks a policy (layerlens check -h)")
 
     demo = commands.add_parser(
         "demo", help="train a small digits CNN, export it to ONNX and TorchScript, and analyse "
@@ -120,7 +115,11 @@ def _build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seconds", type=float, default=5.0, help="training time budget")
     demo.add_argument("--keep-serving", action="store_true",
                       help="keep the service running after the reports are done")
-    return parser
+
+    analyze.set_defaults(run=_guarded(_run_analyze))
+    demo.set_defaults(run=_guarded(_run_demo))
+    for service_command in (serve, api, worker, migrate, api_keys):
+        service_command.set_defaults(run=_guarded(_run_service))
 
 
 def _service_options(parser: argparse.ArgumentParser, port: int) -> None:
@@ -135,9 +134,9 @@ def _run_service(args: argparse.Namespace) -> int:
     """serve, api, worker, migrate: the service layer, imported only for these commands."""
     if getattr(args, "data_dir", None) is not None:
         os.environ["LAYERLENS_DATA_DIR"] = str(args.data_dir)
-    from service import commands
-    from service.config import Settings
-    from service.db.session import SchemaNotMigrated
+    from app import commands
+    from infra.config import Settings
+    from infra.db.session import SchemaNotMigrated
 
     settings = Settings.from_env()
     try:
@@ -184,8 +183,8 @@ def _run_analyze(args: argparse.Namespace) -> int:
 
 def _run_demo(args: argparse.Namespace) -> int:
     """Train and export in-process, then analyse both files through the embedded service."""
-    from layerlens.demo import DIGITS_SHAPE, train_and_export
-    from service.demo import run_through_service
+    from app.demo.model import DIGITS_SHAPE, train_and_export
+    from app.demo.run import run_through_service
 
     files = train_and_export(args.out, seconds=args.seconds)
     run_through_service(files, args.out, input_shape=",".join(map(str, DIGITS_SHAPE)),
@@ -193,38 +192,26 @@ def _run_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit status."""
-    arguments = list(sys.argv[1:] if argv is None else argv)
-    if arguments[:1] == ["check"]:  # the CI gate lives in the light client package
-        from layerlens_client.check import main as check
+def _guarded(handler: Handler) -> Handler:
+    """``handler`` with the exit-status contract: bad input 2, interrupted 130, a bug 1."""
 
-        return check(arguments[1:])
-    try:
-        args = _build_parser().parse_args(arguments)
-    except SystemExit as exc:  # usage errors (status 2) and --help (status 0)
-        return int(exc.code or 0)
-    handlers = {"analyze": _run_analyze, "demo": _run_demo, "serve": _run_service,
-                "api": _run_service, "worker": _run_service, "migrate": _run_service,
-                "keys": _run_service}
-    from layerlens.runtime import keep_freed_memory_for_reuse
+    def run(args: argparse.Namespace) -> int:
+        from layerlens.runtime import keep_freed_memory_for_reuse
 
-    keep_freed_memory_for_reuse()
-    try:
-        return handlers[args.command](args)
-    except InputError as exc:
-        print(f"layerlens: error: {exc}", file=sys.stderr)
-        return EXIT_INPUT
-    except KeyboardInterrupt:
-        print("layerlens: interrupted", file=sys.stderr)
-        return 130
-    except Exception as exc:
-        if os.environ.get("LAYERLENS_DEBUG"):
-            raise
-        print(f"layerlens: internal error: {type(exc).__name__}: {exc} "
-              "(set LAYERLENS_DEBUG=1 for the traceback)", file=sys.stderr)
-        return EXIT_INTERNAL
+        keep_freed_memory_for_reuse()
+        try:
+            return handler(args)
+        except InputError as exc:
+            print(f"layerlens: error: {exc}", file=sys.stderr)
+            return EXIT_INPUT
+        except KeyboardInterrupt:
+            print("layerlens: interrupted", file=sys.stderr)
+            return 130
+        except Exception as exc:
+            if os.environ.get("LAYERLENS_DEBUG"):
+                raise
+            print(f"layerlens: internal error: {type(exc).__name__}: {exc} "
+                  "(set LAYERLENS_DEBUG=1 for the traceback)", file=sys.stderr)
+            return EXIT_INTERNAL
 
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return run

@@ -1,4 +1,4 @@
-"""The service half of ``layerlens demo``: start the embedded service, go through HTTP.
+"""The HTTP half of ``layerlens demo``: start the embedded service, go through its API.
 
 Given exported model files, it starts ``layerlens serve`` as a real process,
 uploads each file, queues a job with all four analyses, shows its progress,
@@ -34,7 +34,7 @@ def _start(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
     log = data_dir / "logs" / "serve.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "LAYERLENS_DATA_DIR": str(data_dir)}
-    return subprocess.Popen([sys.executable, "-m", "layerlens.cli", "serve", "--port", str(port)],
+    return subprocess.Popen([sys.executable, "-m", "app", "serve", "--port", str(port)],
                             env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT,
                             start_new_session=True)
 

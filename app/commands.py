@@ -1,4 +1,5 @@
-"""The service's commands: ``layerlens serve``, ``api``, ``worker`` and ``migrate``."""
+"""Starting the service's processes: ``layerlens serve`` (API + local Celery workers), ``api``,
+``worker``, ``migrate`` and ``keys``."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from service.config import Settings
+from infra.config import Settings
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 PR_SET_PDEATHSIG = 1
@@ -21,7 +22,7 @@ PR_SET_PDEATHSIG = 1
 
 def migrate(settings: Settings) -> None:
     """``alembic upgrade head`` on the configured database."""
-    from service.db.session import upgrade
+    from infra.db.session import upgrade
 
     upgrade(settings.database_url)
     print(f"layerlens: database migrated to head ({_where(settings)})", flush=True)
@@ -58,8 +59,8 @@ def auth_for(settings: Settings, host: str, *, default_off: bool) -> Settings:
 def keys(settings: Settings, action: str, *, tenant: str | None, name: str,
          key_id: str | None) -> int:
     """``layerlens keys create|list|revoke``."""
+    from infra.db.session import make_engine, require_migrated, session_factory
     from service.auth import create_key, list_keys, revoke_key
-    from service.db.session import make_engine, require_migrated, session_factory
 
     engine = make_engine(settings.database_url)
     require_migrated(engine)

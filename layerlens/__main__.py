@@ -1,5 +1,0 @@
-import sys
-
-from layerlens.cli import main
-
-sys.exit(main())
