@@ -13,35 +13,19 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+from app.flags import add_option_flags, options_from_args
 from layerlens.errors import InputError
+from layerlens.spec import kinds, load_spec_file, spec_from_names
 
 EXIT_OK, EXIT_INTERNAL, EXIT_INPUT = 0, 1, 2
 
 Handler = Callable[[argparse.Namespace], int]
-
-
-def _ints(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected integers like 1,8,8, got '{text}'") from None
-    if any(v <= 0 for v in values):
-        raise argparse.ArgumentTypeError(f"dimensions must be positive, got '{text}'")
-    return values
-
-
-def _floats(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(part) for part in text.split(","))
-    except ValueError:
-        message = f"expected numbers like 0.5,0.5,0.5, got '{text}'"
-        raise argparse.ArgumentTypeError(message) from None
 
 
 def _positive_int(text: str) -> int:
@@ -54,18 +38,6 @@ def _positive_int(text: str) -> int:
     return value
 
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?i?B?)?\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
-
-
-def _size(text: str) -> int:
-    match = _SIZE.match(text)
-    if not match:
-        raise argparse.ArgumentTypeError(f"expected a size like 512MB or 2GB, got '{text}'")
-    unit = (match.group(2) or "").upper().rstrip("B").rstrip("I")
-    return int(float(match.group(1)) * _UNITS[unit])
-
-
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add this package's commands to the ``layerlens`` parser; each sets ``run``."""
     analyze = commands.add_parser(
@@ -74,21 +46,10 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     analyze.add_argument("--dataset", required=True,
                          help="builtin:digits|iris|wine|breast_cancer|ib12, or a .npz/.csv path")
     which = analyze.add_mutually_exclusive_group()
-    which.add_argument("--analyses", help="comma-separated analysis kinds, default parameters")
+    which.add_argument("--analyses", help="comma-separated analysis kinds, default parameters "
+                                          f"({','.join(kinds())})")
     which.add_argument("--spec", type=Path, help='JSON file {"analyses": [...]}')
-    analyze.add_argument("--layers", help="comma-separated layer names or glob patterns")
-    analyze.add_argument("--input-shape", type=_ints, help="shape of one sample, e.g. 1,8,8")
-    analyze.add_argument("--max-samples", type=_positive_int,
-                         help="analyse at most N samples (stratified, seeded)")
-    analyze.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    analyze.add_argument("--mean", type=_floats, help="per-channel mean subtracted from inputs")
-    analyze.add_argument("--std", type=_floats, help="per-channel std dividing inputs")
-    analyze.add_argument("--batch-size", type=_positive_int, default=256)
-    analyze.add_argument("--memory-budget", type=_size, default="2GB",
-                         help="bound on stored activations; larger layers are reduced (2GB)")
-    analyze.add_argument("--max-features", type=_positive_int, default=4096,
-                         help="features kept by a random projection (4096)")
-    analyze.add_argument("--seed", type=int, default=0)
+    add_option_flags(analyze)
     analyze.add_argument("--out", type=Path, required=True, help="report folder")
 
     serve = commands.add_parser(
@@ -157,8 +118,7 @@ def _run_service(args: argparse.Namespace) -> int:
 
 
 def _run_analyze(args: argparse.Namespace) -> int:
-    from layerlens.analyze import AnalyzeOptions, analyze
-    from layerlens.spec import load_spec_file, spec_from_names
+    from layerlens.analyze import analyze
 
     if args.spec is not None:
         spec = load_spec_file(args.spec)
@@ -166,19 +126,26 @@ def _run_analyze(args: argparse.Namespace) -> int:
         spec = spec_from_names(args.analyses)
     else:
         spec = None  # every analysis
-    layers = [p.strip() for p in args.layers.split(",") if p.strip()] if args.layers else None
-    options = AnalyzeOptions(
-        analyses=spec, layers=layers, input_shape=args.input_shape,
-        max_samples=args.max_samples, device=args.device, mean=args.mean, std=args.std,
-        batch_size=args.batch_size, memory_budget=args.memory_budget,
-        max_features=args.max_features, seed=args.seed)
+    options = options_from_args(args, spec)
     started = time.perf_counter()
     report = analyze(args.model, args.dataset, args.out, options)
     elapsed = time.perf_counter() - started
     print(f"analysed {len(report.activations.layers)} layers of {args.model.name} on "
           f"{report.dataset.ref} ({report.dataset.n_samples} samples) in {elapsed:.1f} s")
     print(f"report: {(args.out / 'report.html').resolve()}")
-    return EXIT_OK
+    for warning in report.warnings:
+        where = warning.analysis + (f", layer {warning.layer}" if warning.layer else "")
+        print(f"layerlens: warning: {where} failed: {warning.message}", file=sys.stderr)
+    return _exit_status(report.analyses)
+
+
+def _exit_status(sections: dict[str, Any]) -> int:
+    """0 when every analysis ran (some layers may have failed: the warnings say which);
+    2 when one failed on bad input, 1 when one failed otherwise. The report is written."""
+    errors = [section["error_type"] for section in sections.values() if "failed" in section]
+    if not errors:
+        return EXIT_OK
+    return EXIT_INPUT if "invalid_input" in errors else EXIT_INTERNAL
 
 
 def _run_demo(args: argparse.Namespace) -> int:

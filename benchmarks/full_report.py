@@ -17,8 +17,9 @@ from app.demo.model import (
     export_torchscript,
     train_classifier,
 )
-from layerlens.analyze import AnalyzeOptions, analyze
+from layerlens.analyze import analyze
 from layerlens.data import resolve_dataset
+from layerlens.options import JobOptions
 
 TARGET_SECONDS = 60.0
 
@@ -36,10 +37,10 @@ def main() -> None:
                  "torchscript": export_torchscript(model, Path(folder) / "cnn.pt")}
         for fmt, path in files.items():
             start = time.perf_counter()
-            analyze(path, digits, Path(folder) / f"capture-{fmt}", AnalyzeOptions(analyses=[]))
+            analyze(path, digits, Path(folder) / f"capture-{fmt}", JobOptions(analyses=[]))
             capture = time.perf_counter() - start
             start = time.perf_counter()
-            analyze(path, digits, Path(folder) / f"report-{fmt}", AnalyzeOptions())
+            analyze(path, digits, Path(folder) / f"report-{fmt}", JobOptions())
             report = time.perf_counter() - start
             verdict = "ok" if report < TARGET_SECONDS else "MISSED"
             print(f"{fmt:<12} {capture:9.1f} {report:9.1f}  {verdict}")

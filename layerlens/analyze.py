@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ from layerlens.capture import Activations, ProgressCallback, capture_activations
 from layerlens.data import Dataset, resolve_dataset
 from layerlens.errors import InputError, is_allocation_failure, one_line
 from layerlens.models import ProbedModel, load_model, select_layers
-from layerlens.reduction import DEFAULT_MAX_FEATURES, DEFAULT_MEMORY_BUDGET
+from layerlens.options import JobOptions
 from layerlens.report import Report, write_html
 from layerlens.report.plots import activation_summary_png
 from layerlens.report.schema import (
@@ -37,27 +36,13 @@ ACTIVATIONS_IMAGE = "activations.png"
 StageProgress = Callable[[str, int, int, dict[str, float]], bool | None]
 
 
-@dataclass(frozen=True)
-class AnalyzeOptions:
-    """Everything ``layerlens analyze`` takes besides the model and the dataset."""
-
-    analyses: Sequence[AnalysisSpec] | None = None  # None: every analysis, default parameters
-    layers: Sequence[str] | None = None
-    input_shape: Sequence[int] | None = None
-    max_samples: int | None = None
-    device: str = "auto"
-    mean: Sequence[float] | None = None
-    std: Sequence[float] | None = None
-    batch_size: int = 256
-    memory_budget: int = DEFAULT_MEMORY_BUDGET
-    max_features: int = DEFAULT_MAX_FEATURES
-    seed: int = 0
-
-
 def _model_section(model: ProbedModel) -> ModelSection:
     return ModelSection(
         sha256=model.sha256, format=model.format,
-        input_shape=list(model.input_spec.shape), differentiable=model.differentiable,
+        input_shape=list(model.input_spec.shape),
+        input_mean=None if model.input_spec.mean is None else list(model.input_spec.mean),
+        input_std=None if model.input_spec.std is None else list(model.input_spec.std),
+        differentiable=model.differentiable,
         gradient_note=model.gradient_error,
         layers=[LayerEntry(name=layer.name, op=layer.op, shape=list(layer.shape))
                 for layer in model.layers],
@@ -82,7 +67,7 @@ def _activations_section(activations: Activations) -> ActivationsSection:
 
 
 def analyze(model_path: str | Path, dataset: str | Dataset, out_dir: str | Path,
-            options: AnalyzeOptions = AnalyzeOptions(), *,
+            options: JobOptions | None = None, *,
             progress: StageProgress | None = None) -> Report:
     """Capture every selected layer over the dataset and write the report folder.
 
@@ -90,6 +75,7 @@ def analyze(model_path: str | Path, dataset: str | Dataset, out_dir: str | Path,
     ``out_dir`` (created if needed) and returns the report. ``progress`` hears
     of every capture batch and every step of every analysis, stage by stage.
     """
+    options = options or JobOptions()
     spec = default_spec() if options.analyses is None else list(options.analyses)
     data = resolve_dataset(dataset) if isinstance(dataset, str) else dataset
     model = load_model(model_path, input_shape=options.input_shape,

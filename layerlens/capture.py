@@ -10,12 +10,8 @@ import numpy as np
 from layerlens.data import Dataset
 from layerlens.errors import ShapeMismatchError
 from layerlens.models.base import LayerInfo, ProbedModel
-from layerlens.reduction import (
-    DEFAULT_MAX_FEATURES,
-    DEFAULT_MEMORY_BUDGET,
-    Reduction,
-    plan_reductions,
-)
+from layerlens.options import DEFAULT_MAX_FEATURES, DEFAULT_MEMORY_BUDGET
+from layerlens.reduction import Reduction, plan_reductions
 
 #: ``(step, total, metrics) -> stop?`` — called after each batch; True stops early.
 ProgressCallback = Callable[[int, int, dict[str, float]], bool | None]

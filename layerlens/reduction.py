@@ -19,10 +19,9 @@ from sklearn.random_projection import SparseRandomProjection
 
 from layerlens.errors import InputError
 from layerlens.models.base import LayerInfo
+from layerlens.options import DEFAULT_MAX_FEATURES, DEFAULT_MEMORY_BUDGET
 
 BYTES_PER_VALUE = 4  # activations are stored as float32
-DEFAULT_MEMORY_BUDGET = 2 * 1024**3
-DEFAULT_MAX_FEATURES = 4096
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ def _derived_at(version: int) -> tuple[Any, TypeAdapter[Any]]:
     specs = tuple(kind.spec for kind in REGISTRY)
     union: Any = (specs[0] if len(specs) == 1 else
                   Annotated[Union[specs], Field(discriminator="kind")])  # noqa: UP007
-    return union, TypeAdapter(list[union])  # type: ignore[valid-type]
+    return union, TypeAdapter(list[union])
 
 
 def _derived() -> tuple[Any, TypeAdapter[Any]]:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
-from typing import Annotated, Any, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model, model_validator
 from pydantic.json_schema import SkipJsonSchema
+
+from layerlens.options import JobOptions, job_options_model
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "canceled"]
 #: The longest dataset reference a job stores (``jobs.dataset_ref``).
@@ -87,28 +89,37 @@ class DatasetOut(BaseModel):
     created_at: datetime
 
 
-class JobCreate(BaseModel):
-    """``POST /v1/jobs``. ``analyses`` entries follow the analysis spec; omitted means all four."""
+def _job_create_model() -> type[JobOptions]:
+    """``POST /v1/jobs``: the engine's job options (:mod:`layerlens.options`, the same schema
+    as the CLI's flags) plus the model and the dataset. Built from the analysis kinds
+    registered when this module is imported."""
 
-    model_config = ConfigDict(extra="forbid")
+    def storable_body(cls: type, data: Any) -> Any:
+        if isinstance(data, dict) and (found := _unstorable(data, "body")) is not None:
+            raise ValueError(found.removeprefix("body."))
+        return data
 
-    model_id: Text
-    dataset: Text = Field(examples=["builtin:digits"], max_length=MAX_DATASET_REF)
-    analyses: list[dict[str, Any]] | None = None
-    layers: list[Text] | None = Field(None, description="names or glob patterns; default all")
-    max_samples: int | None = Field(None, ge=1)
-    seed: int = Field(0, ge=0, le=2**32 - 1)
+    return create_model(
+        "JobCreate", __base__=job_options_model(),
+        __doc__="A job: a model, a dataset reference and the job options; omitted options "
+                "take their defaults (``analyses``: every kind).",
+        __validators__={"storable_body":  # type: ignore[dict-item]
+                        model_validator(mode="before")(storable_body)},
+        model_id=(Text, Field(description="from POST /v1/models")),
+        dataset=(Text, Field(examples=["builtin:digits"], max_length=MAX_DATASET_REF,
+                             description="builtin:<name>, dataset:<id> or file://<path>")))
 
-    @field_validator("analyses")
-    @classmethod
-    def _analyses_storable(cls, value: list[dict[str, Any]] | None) -> Any:
-        if value is not None and (found := _unstorable(value, "analyses")) is not None:
-            raise ValueError(found)
-        return value
+
+if TYPE_CHECKING:
+    class JobCreate(JobOptions):
+        model_id: str
+        dataset: str
+else:
+    JobCreate = _job_create_model()
 
 
 class AnalysisState(BaseModel):
-    state: Literal["pending", "running", "succeeded"]
+    state: Literal["pending", "running", "succeeded", "failed"]
     duration_s: float | None = None
 
 
@@ -120,7 +131,9 @@ class JobOut(BaseModel):
     analyses: dict[str, AnalysisState]
     error: str | None
     reason: str | None = Field(None, description="why it failed: invalid_input, timeout, "
-                                                 "crashed, worker_lost")
+                                                 "crashed, worker_lost, memory, "
+                                                 "analysis_failed (the report holds the "
+                                                 "analyses that finished)")
     model_id: str
     dataset: str
     attempts: int

@@ -19,35 +19,26 @@ import argparse
 import json
 import resource
 import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from layerlens.errors import InputError, ShapeMismatchError, is_allocation_failure
+from layerlens.errors import InputError, ShapeMismatchError, is_allocation_failure, one_line
 
 if TYPE_CHECKING:  # the child imports the engine only once it knows its command
-    from layerlens.analyze import AnalyzeOptions
+    from layerlens.options import JobOptions
 
 #: Stored activations may take 1/MEMORY_BUDGET_SHARE of the child's address-space limit.
 MEMORY_BUDGET_SHARE = 4
 
 
-def within_address_space(options: AnalyzeOptions, limit: int) -> AnalyzeOptions:
+def within_address_space(options: JobOptions, limit: int) -> JobOptions:
     """``options`` with the stored-activation budget lowered to a share of
     the address-space ``limit`` (bytes), leaving room for the runtimes, the model and the
     solvers; unchanged without a limit."""
     if limit == resource.RLIM_INFINITY:
         return options
-    return replace(options, memory_budget=min(options.memory_budget,
-                                              limit // MEMORY_BUDGET_SHARE))
-
-
-def _last_words(exc: Exception) -> str:
-    """The first line of an error message, at most its last 300 characters (onnxruntime
-    puts the cause at the end of a long line)."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    text = lines[0] if lines else type(exc).__name__
-    return text[-300:]
+    return options.model_copy(update={"memory_budget": min(options.memory_budget,
+                                                           limit // MEMORY_BUDGET_SHARE)})
 
 
 def emit(event: str, **fields: Any) -> None:
@@ -86,20 +77,18 @@ def _analyze(job_file: Path) -> dict[str, Any]:
     """Run ``layerlens.analyze`` as the job file says.
 
     Job file: ``{"model": path, "dataset": {"ref": str, "file": path | null},
-    "out": dir, "analyses": [...], "options": {layers, max_samples, seed,
-    input_shape, mean, std}}``.
+    "out": dir, "options": the job options (:class:`layerlens.options.JobOptions`)}``.
     """
-    from layerlens.analyze import AnalyzeOptions, analyze
+    from layerlens.analyze import analyze
     from layerlens.data import resolve_dataset
     from layerlens.data.resolve import load_dataset_file
-    from layerlens.spec import parse_spec
+    from layerlens.options import JobOptions
 
     job = json.loads(job_file.read_text())
     source = job["dataset"]
     data = (load_dataset_file(Path(source["file"]), source["ref"]) if source.get("file")
             else resolve_dataset(source["ref"], allow_local=False))
-    options = AnalyzeOptions(analyses=parse_spec(job["analyses"]),
-                             **job.get("options", {}))
+    options = JobOptions.parse(job["options"])
     options = within_address_space(options, resource.getrlimit(resource.RLIMIT_AS)[0])
 
     def progress(stage: str, step: int, total: int, metrics: dict[str, float]) -> None:
@@ -141,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # torch's or onnxruntime's allocator failing under the limit
         if not is_allocation_failure(exc):
             raise
-        emit("error", message=f"the analysis ran out of memory: {_last_words(exc)}",
+        emit("error", message=f"the analysis ran out of memory: {one_line(exc)}",
              reason="memory")
         return 3
     emit("result", **result)

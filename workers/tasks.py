@@ -25,6 +25,7 @@ from infra.db.models import Dataset, Job, Model
 from infra.db.session import make_engine, session_factory, transaction
 from infra.queue import INSPECT_TIME_LIMIT_S
 from infra.storage import Storage, hash_file, open_storage
+from layerlens.options import option_fields
 from workers.confine import Limits
 from workers.sandbox import ChildOutcome, run_child
 
@@ -145,6 +146,8 @@ class JobRun:
         self.kinds: list[str] = []
         self.next_beat = 0.0
         self.keep_going = True
+        self.stored = False  # the child finished and its report is being stored
+        self.failed: set[str] = set()  # analyses whose section says failed
 
     def run(self) -> None:
         lease = self.ctx.settings.job_lease_s
@@ -202,13 +205,12 @@ class JobRun:
             original = Path(ref.removeprefix("file://"))  # read only its own folder
             source["file"] = str(scratch / f"dataset{original.suffix.lower()}")
             shutil.copyfile(original, source["file"])
-        options = {key: request[key] for key in ("layers", "max_samples", "seed", "mean", "std")
-                   if request.get(key) is not None}
-        options["input_shape"] = model.input_shape
+        options = {key: request[key] for key in option_fields() if key in request}
+        options["input_shape"] = options.get("input_shape") or model.input_shape
         job_file = scratch / "job.json"
         job_file.write_text(json.dumps({
             "model": str(model_path), "dataset": source, "out": str(scratch / "out"),
-            "analyses": request["analyses"], "options": options}))
+            "options": options}))
         return job_file
 
     def _on_progress(self, event: dict[str, Any]) -> None:
@@ -242,12 +244,15 @@ class JobRun:
         return not self.keep_going
 
     def _analyses(self, *, final: bool) -> dict[str, Any]:
+        """Each analysis's state. ``final``: the job is ending; none is left ``running``
+        (the one that was running when a job fails or is canceled goes back to pending)."""
         states: dict[str, Any] = {}
         for kind in self.kinds:
-            if kind in self.durations or (final and kind == self.stage):
-                states[kind] = {"state": "succeeded",
+            done = kind in self.durations or (final and kind == self.stage and self.stored)
+            if done:
+                states[kind] = {"state": "failed" if kind in self.failed else "succeeded",
                                 "duration_s": round(self.durations.get(kind, 0.0), 3)}
-            elif kind == self.stage:
+            elif kind == self.stage and not final:
                 states[kind] = {"state": "running"}
             else:
                 states[kind] = {"state": "pending"}
@@ -257,6 +262,7 @@ class JobRun:
         """Store every file of the report folder, then the report rows, in one transaction."""
         if self.stage is not None and self.stage in self.stage_started:
             self.durations[self.stage] = time.monotonic() - self.stage_started[self.stage]
+        self.stored = True
         report = json.loads((out / "report.json").read_text())
         artifacts = []
         for path in sorted(p for p in out.iterdir() if p.is_file() and p.name != "report.json"):
@@ -265,9 +271,17 @@ class JobRun:
                 mimetypes.guess_type(path.name)[0] or "application/octet-stream")
             artifacts.append((path.name, blob.sha256, content_type, blob.size_bytes))
         sections = report.pop("analyses")
-        stored = _patiently(lambda: jobs.succeed(
+        self.failed = {kind for kind, section in sections.items() if "failed" in section}
+        failure = None
+        if self.failed:  # the report holds what did finish; the job fails on the first error
+            kind = next(kind for kind in sections if kind in self.failed)
+            reason = ("invalid_input" if sections[kind]["error_type"] == "invalid_input"
+                      else "analysis_failed")
+            failure = (reason, f"{kind} failed: {sections[kind]['failed']}")
+        stored = _patiently(lambda: jobs.store_report(
             self.ctx.sessions, self.job_id, self.token or "", header=report, sections=sections,
-            durations=self.durations, analyses=self._analyses(final=True), artifacts=artifacts))
+            durations=self.durations, analyses=self._analyses(final=True), artifacts=artifacts,
+            failure=failure))
         if not stored:
             log.warning("job %s: lost its claim before storing; result dropped", self.job_id)
 
@@ -278,7 +292,7 @@ class JobRun:
         def write() -> None:
             with transaction(self.ctx.sessions) as session:
                 jobs.finish(session, self.job_id, self.token or "", status,
-                            analyses=self._analyses(final=False), **values)
+                            analyses=self._analyses(final=True), **values)
         _patiently(write)
 
 

@@ -91,17 +91,23 @@ def finish(session: Session, job_id: str, token: str, status: str, **values: Any
     return result.rowcount == 1  # type: ignore[attr-defined]
 
 
-def succeed(factory: sessionmaker[Session], job_id: str, token: str, *,
-            header: dict[str, Any], sections: dict[str, dict[str, Any]],
-            durations: dict[str, float], analyses: dict[str, Any],
-            artifacts: list[tuple[str, str, str, int]]) -> bool:
-    """Store the report and its artifact index and mark the job succeeded, all or nothing.
+def store_report(factory: sessionmaker[Session], job_id: str, token: str, *,
+                 header: dict[str, Any], sections: dict[str, dict[str, Any]],
+                 durations: dict[str, float], analyses: dict[str, Any],
+                 artifacts: list[tuple[str, str, str, int]],
+                 failure: tuple[str, str] | None = None) -> bool:
+    """Store the report and its artifact index and end the job, all or nothing: succeeded,
+    or failed with ``failure`` = (reason, error) when an analysis failed (the report then
+    holds what did finish).
 
     ``artifacts``: (name, sha256, content_type, size_bytes) of blobs already stored.
     """
+    status, outcome = "succeeded", {}
+    if failure is not None:
+        status, outcome = "failed", {"reason": failure[0], "error": failure[1]}
     with transaction(factory) as session:
-        if not finish(session, job_id, token, "succeeded", progress=1.0, stage=None,
-                      analyses=analyses, report_header=header):
+        if not finish(session, job_id, token, status, progress=1.0, stage=None,
+                      analyses=analyses, report_header=header, **outcome):
             return False
         session.add_all(AnalysisResult(job_id=job_id, kind=kind, result=section,
                                        duration_s=durations.get(kind))

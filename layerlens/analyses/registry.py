@@ -39,6 +39,11 @@ class Registry:
         self.version += 1
         return kind
 
+    def unregister(self, name: str) -> None:
+        """Remove a kind (a plugin unloading, a test cleaning up)."""
+        del self._kinds[name]
+        self.version += 1
+
     def __getitem__(self, name: str) -> AnalysisKind:
         return self._kinds[name]
 

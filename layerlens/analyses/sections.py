@@ -18,6 +18,7 @@ class SpecEntry(BaseModel):
     """Keys every analysis spec entry takes."""
 
     model_config = ConfigDict(extra="forbid")
+    kind: str = Field(description="the analysis kind; each kind's spec narrows it to its name")
     layers: list[str] | None = Field(default=None,
                                      description="layer names or glob patterns; default all")
     seed: int = Field(default=0, description="seeds every random choice of the analysis")

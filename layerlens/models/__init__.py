@@ -1,11 +1,18 @@
 """Model adapters behind one interface: the probed model.
 
 Names are imported on first use so that ``layerlens.models.sniff`` loads
-without torch.
+without torch; the ``TYPE_CHECKING`` imports give type checkers the same names.
 """
 
+from __future__ import annotations
+
 from importlib import import_module
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from layerlens.models.base import InputSpec, LayerInfo, ProbedModel
+    from layerlens.models.loader import load_model, resolve_device
+    from layerlens.models.selection import select_layers
 
 _EXPORTS = {
     "InputSpec": "layerlens.models.base",
@@ -16,7 +23,8 @@ _EXPORTS = {
     "select_layers": "layerlens.models.selection",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = ["InputSpec", "LayerInfo", "ProbedModel", "load_model", "resolve_device",
+           "select_layers"]
 
 
 def __getattr__(name: str) -> Any:

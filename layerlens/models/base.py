@@ -10,6 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import torch
@@ -74,7 +75,7 @@ class ProbedModel(ABC):
     two capture methods.
     """
 
-    format: str
+    format: Literal["onnx", "torchscript"]
     sha256: str
     input_spec: InputSpec
     layers: list[LayerInfo]

@@ -14,6 +14,8 @@ import matplotlib.pyplot as plt
 
 from layerlens.report.schema import ActivationLayer
 
+__all__ = ["activation_summary_png", "layer_label", "plt"]
+
 
 def layer_label(name: str, op: str) -> str:
     """A tick label: the name, with the op when the name does not already say it."""

@@ -41,6 +41,10 @@ class ModelSection(_Strict):
     sha256: str
     format: Literal["onnx", "torchscript"]
     input_shape: list[int]
+    input_mean: list[float] | None = Field(
+        default=None, description="per-channel mean subtracted from every input (option mean)")
+    input_std: list[float] | None = Field(
+        default=None, description="per-channel std dividing every input (option std)")
     differentiable: bool
     gradient_note: str | None = Field(
         default=None, description="why gradient-based analyses cannot run, when they cannot")
@@ -106,7 +110,8 @@ class Report(_Strict):
 
     def section(self, kind: str) -> BaseModel:
         """The typed section of ``kind`` (its model, or :class:`FailedAnalysis`)."""
-        return _section_model(kind).validate_python(self.analyses[kind])
+        typed: BaseModel = _section_model(kind).validate_python(self.analyses[kind])
+        return typed
 
 
 def validate_section(kind: str, section: Any) -> dict[str, Any]:
@@ -129,7 +134,8 @@ def _section_model(kind: str) -> TypeAdapter[Any]:
 
 @functools.cache
 def _section_adapter(kind: str, version: int) -> TypeAdapter[Any]:
-    return TypeAdapter(REGISTRY[kind].section | FailedAnalysis)
+    section: Any = REGISTRY[kind].section | FailedAnalysis
+    return TypeAdapter(section)
 
 
 def report_model() -> type[BaseModel]:

@@ -23,11 +23,12 @@ from layerlens.analyses.activation_maximization.science import (
 )
 from layerlens.analyses.activation_maximization.spec import ActivationMaximizationSpec
 from layerlens.analyses.base import AnalysisContext, ArtifactWriter
-from layerlens.analyze import AnalyzeOptions, analyze
+from layerlens.analyze import analyze
 from layerlens.capture import capture_activations
 from layerlens.data import Dataset
 from layerlens.errors import InputError
 from layerlens.models import load_model
+from layerlens.options import JobOptions
 from layerlens.spec import parse_spec
 from tests.models.test_onnx_and_torchscript import _unsupported_op_model
 from tests.nets import save_scripted
@@ -275,7 +276,7 @@ def test_fourier_image_stays_in_range_and_jitter_is_an_exact_shift():
 
 @pytest.mark.slow
 def test_analyze_writes_the_section_and_its_artifacts(cnn_files, digits, tmp_path):
-    options = AnalyzeOptions(analyses=parse_spec([{"kind": "activation_maximization",
+    options = JobOptions(analyses=parse_spec([{"kind": "activation_maximization",
                                                    "steps": 64}]), device="cpu")
     report = analyze(cnn_files["torchscript"], digits, tmp_path, options)
     document = json.loads((tmp_path / "report.json").read_text())

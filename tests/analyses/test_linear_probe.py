@@ -19,11 +19,12 @@ from layerlens.analyses.linear_probe import science as linear_probe
 from layerlens.analyses.linear_probe.run import run
 from layerlens.analyses.linear_probe.science import fit_linear_probes, row_space, standardize
 from layerlens.analyses.linear_probe.spec import LinearProbeSection, LinearProbeSpec
-from layerlens.analyze import AnalyzeOptions, analyze
+from layerlens.analyze import analyze
 from layerlens.capture import capture_activations
 from layerlens.data import Dataset
 from layerlens.errors import InputError
 from layerlens.models import load_model
+from layerlens.options import JobOptions
 from layerlens.spec import parse_spec
 from tests.nets import save_scripted
 
@@ -239,7 +240,7 @@ def test_analyze_writes_a_valid_section(tmp_path):
     data = _xor_data(n_per_corner=50)
     model_path = save_scripted(_xor_net(), tmp_path / "xor.pt")
     report = analyze(model_path, data, tmp_path / "out",
-                     AnalyzeOptions(analyses=parse_spec([{"kind": "linear_probe"}]),
+                     JobOptions(analyses=parse_spec([{"kind": "linear_probe"}]),
                                     device="cpu"))
     document = json.loads((tmp_path / "out" / "report.json").read_text())
     section = LinearProbeSection.model_validate(document["analyses"]["linear_probe"])

@@ -19,9 +19,10 @@ from sklearn.feature_selection._mutual_info import _compute_mi_cc, _compute_mi_c
 from torch import nn
 
 import layerlens.analyses.mutual_information.estimators as mi
-from layerlens.analyze import AnalyzeOptions, analyze
+from layerlens.analyze import analyze
 from layerlens.data import resolve_dataset
 from layerlens.errors import InputError
+from layerlens.options import JobOptions
 from layerlens.spec import parse_spec
 
 EXACT = 1e-12  # bits: float rounding of plug-in entropy sums
@@ -76,7 +77,7 @@ def test_ib12_raw_inputs_through_analyze(tmp_path: Path) -> None:
     assert h_y == pytest.approx(0.99916, abs=1e-5)
     model = tmp_path / "identity.pt"  # layers "0" (flatten) and "1" (relu) both equal x
     torch.jit.save(torch.jit.script(nn.Sequential(nn.Flatten(), nn.ReLU())), str(model))
-    report = analyze(model, dataset, tmp_path / "out", AnalyzeOptions(
+    report = analyze(model, dataset, tmp_path / "out", JobOptions(
         analyses=parse_spec([{"kind": "mutual_information", "estimator": "binning"}])))
     section = report.analyses["mutual_information"]
     assert [entry["layer"] for entry in section["layers"]] == ["0", "1"]
@@ -322,7 +323,7 @@ def test_invalid_parameters_name_the_key(rng: np.random.Generator) -> None:
 @pytest.mark.slow
 def test_analyze_cnn_binning_bounds(cnn_files, digits, tmp_path: Path) -> None:
     """Every layer: 0 <= I_TY <= H(Y), 0 <= I_XT <= log2 N (+1e-9), I_TY <= I_XT."""
-    report = analyze(cnn_files["torchscript"], digits, tmp_path, AnalyzeOptions(
+    report = analyze(cnn_files["torchscript"], digits, tmp_path, JobOptions(
         analyses=parse_spec([{"kind": "mutual_information"}])))
     section = json.loads((tmp_path / "report.json").read_text())["analyses"][
         "mutual_information"]
@@ -342,7 +343,7 @@ def test_analyze_cnn_binning_bounds(cnn_files, digits, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_analyze_cnn_ksg_skips_wide_layers(cnn_files, digits, tmp_path: Path) -> None:
-    analyze(cnn_files["onnx"], digits, tmp_path, AnalyzeOptions(
+    analyze(cnn_files["onnx"], digits, tmp_path, JobOptions(
         analyses=parse_spec([{"kind": "mutual_information", "estimator": "ksg"}])))
     section = json.loads((tmp_path / "report.json").read_text())["analyses"][
         "mutual_information"]

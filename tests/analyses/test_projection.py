@@ -20,12 +20,13 @@ from layerlens.analyses.projection.neighborhood import (
 from layerlens.analyses.projection.run import run
 from layerlens.analyses.projection.science import pca_embedding, project_layer, tsne_embedding
 from layerlens.analyses.projection.spec import ProjectionSpec
-from layerlens.analyze import AnalyzeOptions, analyze
+from layerlens.analyze import analyze
 from layerlens.capture import capture_activations
 from layerlens.data import Dataset
 from layerlens.data.dataset import stratified_subsample
 from layerlens.errors import InputError
 from layerlens.models import load_model
+from layerlens.options import JobOptions
 from layerlens.spec import parse_spec
 from tests.nets import save_scripted
 
@@ -245,7 +246,7 @@ def test_run_refuses_a_k_too_large_for_the_points(blob_context):
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
 def test_analyze_projects_every_layer_of_the_digits_cnn(cnn_files, digits, tmp_path, fmt):
-    options = AnalyzeOptions(analyses=parse_spec([{"kind": "projection", "method": "pca"}]))
+    options = JobOptions(analyses=parse_spec([{"kind": "projection", "method": "pca"}]))
     report = analyze(cnn_files[fmt], digits, tmp_path, options)
     section = report.analyses["projection"]
     assert section["n_points"] == digits.n_samples and section["k"] == 6

@@ -21,7 +21,8 @@ from typing import Any
 
 import pytest
 
-from layerlens.analyze import AnalyzeOptions, analyze
+from layerlens.analyze import analyze
+from layerlens.options import JobOptions
 from layerlens.spec import parse_spec
 from tests.e2e import browser
 from tests.e2e.launch import embedded, wait_for_job
@@ -147,7 +148,7 @@ def test_served_report_page_loads_every_image(driver, cnn_files, tmp_path):
 def test_cli_report_page_loads_every_image(driver, cnn_files, tmp_path):
     out = tmp_path / "report"
     analyze(cnn_files["onnx"], "builtin:digits", out,
-            AnalyzeOptions(analyses=parse_spec(ANALYSES), max_samples=MAX_SAMPLES))
+            JobOptions(analyses=parse_spec(ANALYSES), max_samples=MAX_SAMPLES))
     page = out / "report.html"
     assert page.is_file()
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))

@@ -10,6 +10,7 @@ Two deployments run the same tests:
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 import time
@@ -19,8 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from layerlens.analyze import AnalyzeOptions, analyze
-from layerlens.spec import parse_spec
+from layerlens_client.cli import main as layerlens_cli
 from tests.e2e import launch
 
 pytestmark = pytest.mark.slow
@@ -30,6 +30,9 @@ ANALYSES = [{"kind": "linear_probe"},
             {"kind": "mutual_information"},
             {"kind": "activation_maximization", "steps": 32}]
 MAX_SAMPLES = 300
+#: Job options beyond the defaults, the same over HTTP and as ``layerlens analyze`` flags:
+#: digits pixels (0..16) normalised, and a batch size the capture must honour.
+OPTIONS = {"max_samples": MAX_SAMPLES, "mean": [4.88], "std": [6.02], "batch_size": 64}
 #: Reports from the service and from ``layerlens analyze`` agree to this relative tolerance
 #: (same code and seed; thread scheduling may reorder float sums in t-SNE).
 REPORT_RTOL = 1e-6
@@ -106,8 +109,7 @@ def finished(client, uploaded) -> dict[str, dict]:
     for fmt, model in uploaded.items():
         created = client.post("/v1/jobs", json={"model_id": model["id"],
                                                 "dataset": "builtin:digits",
-                                                "analyses": ANALYSES,
-                                                "max_samples": MAX_SAMPLES})
+                                                "analyses": ANALYSES, **OPTIONS})
         assert created.status_code == 202, created.text
         ids[fmt] = created.json()["id"]
     return {fmt: launch.wait_for_job(client, job_id) for fmt, job_id in ids.items()}
@@ -196,17 +198,28 @@ def _close(a: object, b: object, path: str = "") -> list[str]:
 
 @pytest.fixture(scope="session")
 def cli_reports(cnn_files, tmp_path_factory) -> dict[str, dict]:
-    """What ``layerlens analyze`` writes for the same model files, dataset and spec."""
-    options = AnalyzeOptions(analyses=parse_spec(ANALYSES), max_samples=MAX_SAMPLES,
-                             input_shape=(1, 8, 8), device="cpu")
+    """What ``layerlens analyze`` writes for the same model files, dataset, spec and options,
+    given as flags."""
     folder = tmp_path_factory.mktemp("cli-reports")
-    return {fmt: analyze(path, "builtin:digits", folder / fmt, options).model_dump(mode="json")
-            for fmt, path in cnn_files.items()}
+    spec = folder / "spec.json"
+    spec.write_text(json.dumps({"analyses": ANALYSES}))
+    flags = ["--max-samples", str(MAX_SAMPLES), "--mean", "4.88", "--std", "6.02",
+             "--batch-size", "64", "--input-shape", "1,8,8", "--device", "cpu"]
+    reports = {}
+    for fmt, path in cnn_files.items():
+        status = layerlens_cli(["analyze", str(path), "--dataset", "builtin:digits",
+                                "--spec", str(spec), *flags, "--out", str(folder / fmt)])
+        assert status == 0
+        reports[fmt] = json.loads((folder / fmt / "report.json").read_text())
+    return reports
 
 
 def test_the_report_equals_what_layerlens_analyze_writes(finished, client, cli_reports):
     for fmt, job in finished.items():
         served = client.get(f"/v1/jobs/{job['id']}/report").json()
+        assert served["activations"]["batch_size"] == OPTIONS["batch_size"]
+        assert (served["model"]["input_mean"], served["model"]["input_std"]) == (
+            OPTIONS["mean"], OPTIONS["std"])
         differences = _close(served, cli_reports[fmt])
         assert not differences, differences[:10]
 

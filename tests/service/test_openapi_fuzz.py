@@ -142,7 +142,7 @@ def world(tmp_path: Path, database_url: str) -> dict[str, Any]:
         token = state.claim(sessions, job_id, "fuzz-worker")
         assert token is not None
         if job_id == succeeded:
-            assert state.succeed(
+            assert state.store_report(
                 sessions, job_id, token, header={"model": {"sha256": "0" * 64}},
                 sections={"linear_probe": {"layers": [{"layer": "fc", "train_accuracy": 1.0,
                                                        "test_accuracy": 0.5}]}},

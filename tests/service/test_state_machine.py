@@ -36,11 +36,11 @@ def test_only_the_claim_holder_can_finish_and_only_once(sessions, ready_model):
     job_id = _job(sessions, ready_model)
     token = state.claim(sessions, job_id, "a")
     artifacts = [("a.png", "f" * 64, "image/png", 3)]
-    assert not state.succeed(sessions, job_id, "wrong-token", header={}, sections={"x": {}},
+    assert not state.store_report(sessions, job_id, "wrong-token", header={}, sections={"x": {}},
                              durations={}, analyses={}, artifacts=artifacts)
-    assert state.succeed(sessions, job_id, token, header={"model": {}}, sections={"x": {}},
+    assert state.store_report(sessions, job_id, token, header={"model": {}}, sections={"x": {}},
                          durations={"x": 1.5}, analyses={}, artifacts=artifacts)
-    assert not state.succeed(sessions, job_id, token, header={}, sections={"x": {}},
+    assert not state.store_report(sessions, job_id, token, header={}, sections={"x": {}},
                              durations={}, analyses={}, artifacts=artifacts)
     with sessions() as session:
         assert session.get(Job, job_id).status == "succeeded"

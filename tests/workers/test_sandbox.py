@@ -159,10 +159,10 @@ def test_onnxruntime_running_out_of_memory_reads_as_memory(job_folder):
 def test_the_activation_budget_follows_the_address_space_limit():
     import resource
 
-    from layerlens.analyze import AnalyzeOptions
+    from layerlens.options import JobOptions
     from workers.runner import within_address_space
 
-    default = AnalyzeOptions()
+    default = JobOptions()
     assert within_address_space(default, resource.RLIM_INFINITY) is default
     assert within_address_space(default, 6 * 1024**3).memory_budget == 1.5 * 1024**3
     assert within_address_space(default, 64 * 1024**3).memory_budget == default.memory_budget

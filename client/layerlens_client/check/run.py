@@ -61,18 +61,17 @@ def local(model: Path, dataset: str, policy: Policy, out: Path, *,
           input_shape: Sequence[int] | None) -> Produced:
     """Run the engine in this process (needs the full layerlens package)."""
     try:
-        from layerlens.analyze import AnalyzeOptions, analyze
+        from layerlens.analyze import analyze
         from layerlens.errors import InputError
-        from layerlens.spec import parse_spec
+        from layerlens.options import JobOptions
     except ImportError as exc:
         raise InputProblem("without --server, layerlens check runs the analyses in-process "
                            "and needs the full layerlens package (pip install layerlens); "
                            "with only the light client, pass --server URL") from exc
     try:
-        spec = None if policy.analyses is None else parse_spec(policy.analyses)
-        options = AnalyzeOptions(analyses=spec, layers=policy.layers,
-                                 max_samples=policy.max_samples, seed=policy.seed,
-                                 input_shape=input_shape)
+        options = JobOptions.parse({"analyses": policy.analyses, "layers": policy.layers,
+                                    "max_samples": policy.max_samples, "seed": policy.seed,
+                                    "input_shape": input_shape})
         report = analyze(model, dataset, out, options).model_dump(mode="json")
     except InputError as exc:
         raise InputProblem(str(exc)) from exc

@@ -102,34 +102,6 @@ def _note(spec: MutualInformationSpec, n_distinct: int, h_x: float) -> str:
     return f"{saturation} {detail}"
 
 
-def _distinct_inputs(x: np.ndarray) -> tuple[int, float]:
-    """Number of distinct input patterns and their plug-in entropy H(X) in bits."""
-    rows = np.ascontiguousarray(x.reshape(len(x), -1))
-    _, counts = np.unique(rows, axis=0, return_counts=True)
-    return len(counts), entropy_bits(counts)
-
-
-def _note(spec: MutualInformationSpec, n_distinct: int, h_x: float) -> str:
-    saturation = (
-        f"T is a deterministic function of the input, so I(X;T) = H(T) for a binned T and, on "
-        f"N = {n_distinct} distinct inputs, it saturates at H(X) = {h_x:.4g} bits "
-        f"(log2(N) when the inputs are equally frequent) as soon as the bins or the noise "
-        f"separate every sample. The estimate measures how the estimator clusters the "
-        f"activations (bin width, noise variance), not an absolute quantity of the network: "
-        f"compare layers and models only under the same estimator and parameters.")
-    bin_range = ("each layer's observed [min, max]" if spec.bin_range == "observed" else
-                 f"the fixed range [{spec.bin_range[0]:g}, {spec.bin_range[1]:g}] (values "
-                 "outside are clipped into the edge bins)")
-    noise = (f"{spec.noise_variance:g}" if spec.noise_variance is not None else
-             "0.1 x the layer's total variance (per layer, listed with each layer)")
-    detail = _ESTIMATOR_NOTES[spec.estimator].format(
-        n_bins=spec.n_bins, range=bin_range, noise=noise, k=KSG_K,
-        max_features=KSG_MAX_FEATURES)
-    if spec.estimator == "ksg":
-        return detail
-    return f"{saturation} {detail}"
-
-
 def _binned_rows(spec: MutualInformationSpec, chosen: Sequence[LayerActivations],
                  y: np.ndarray, log2_n: float, ctx: AnalysisContext) -> list[Row]:
     """Every finite layer binned together; NaN layers skipped; stopped layers left out."""

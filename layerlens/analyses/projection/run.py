@@ -13,8 +13,8 @@ from layerlens.capture import LayerActivations
 from layerlens.data.dataset import stratified_subsample
 from layerlens.errors import InputError
 
-ONE_FEATURE_NOTE = ("the layer has one feature: the picture's first axis is its value, the "
-                    "second is 0")
+ONE_FEATURE_NOTE = ("one feature: drawn by PCA, the first axis is the centred value and the "
+                    "second 0 (t-SNE and UMAP need two)")
 
 
 def _unusable(values: np.ndarray) -> str | None:
@@ -51,7 +51,7 @@ def run(spec: ProjectionSpec, ctx: AnalysisContext) -> ProjectionSection:
                                 neighborhood_hit=result.neighborhood_hit,
                                 trustworthiness=result.trustworthiness)
         return ProjectedLayer(
-            layer=name, method=spec.method,
+            layer=name, method=method,
             neighborhood_hit=float(result.neighborhood_hit),
             trustworthiness=float(result.trustworthiness),
             n_features=int(values.shape[1]), pca_preprocessing=result.pca_preprocessing,
@@ -67,12 +67,13 @@ def run(spec: ProjectionSpec, ctx: AnalysisContext) -> ProjectionSection:
                 "trustworthiness": row.trustworthiness}
 
     rows = each_layer(ctx, chosen, project, metrics)
-    return ProjectionSection(
+    section = ProjectionSection(
         method=spec.method, k=spec.k, n_points=n, standardized=False,
         pca_preprocessing=None if spec.method == "pca" else PCA_PREPROCESSING,
         trustworthiness_space="the layer's stored activations",
-        **({} if keep is None else {
-            "subsampled_from": len(labels_all), "subsample": "stratified by class",
-            "seed": spec.seed,
-            "sample_indices": ctx.artifacts.npy(keep, "projection", "sample_indices")}),
         layers=rows, complete=len(rows) == len(chosen))
+    if keep is not None:
+        section.subsampled_from, section.subsample = len(labels_all), "stratified by class"
+        section.seed = spec.seed
+        section.sample_indices = ctx.artifacts.npy(keep, "projection", "sample_indices")
+    return section
