@@ -5,10 +5,13 @@
 ...     model = client.upload_model("cnn.onnx")
 ...     job = client.create_job(model.id, "builtin:digits", [{"kind": "linear_probe"}])
 ...     job = client.wait(job)
-...     report = client.report(job.id)
+...     report = client.report(job.id)                       # a typed Report
+...     probe = report.analyses.linear_probe
 
 ``AsyncClient`` has the same methods, awaited. Every error is a
-:class:`LayerlensError`; see :mod:`layerlens_client.errors`.
+:class:`LayerlensError`; see :mod:`layerlens_client.errors`. The report's models
+(generated from the engine's registry of analysis kinds) are in
+:mod:`layerlens_client.report`.
 """
 
 from layerlens_client._client import AsyncClient, Client
@@ -37,6 +40,7 @@ from layerlens_client.models import (
     Model,
     Page,
 )
+from layerlens_client.report import Report
 
 __all__ = [
     "FINAL_STATUSES",
@@ -59,6 +63,7 @@ __all__ = [
     "NotFoundError",
     "Page",
     "RateLimitError",
+    "Report",
     "ServerError",
     "WaitTimeoutError",
     "__version__",

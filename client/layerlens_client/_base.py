@@ -45,6 +45,7 @@ from layerlens_client.errors import (
     WaitTimeoutError,
 )
 from layerlens_client.models import Artifact, DatasetInfo, Job, Model, Page
+from layerlens_client.report import Report
 
 log = logging.getLogger("layerlens_client")
 
@@ -62,6 +63,11 @@ M = TypeVar("M", bound=BaseModel)
 PathLike: TypeAlias = str | os.PathLike[str]
 #: An analysis spec entry, or just its kind: "linear_probe" is {"kind": "linear_probe"}.
 AnalysisSpec: TypeAlias = str | Mapping[str, Any]
+#: The job options ``create_job`` takes, besides ``analyses``, as ``POST /v1/jobs`` names them
+#: (the engine's ``layerlens.options.JobOptions``; a test keeps the two the same). None, the
+#: default of each, leaves the option out, so the server's default applies.
+JOB_OPTIONS = ("layers", "max_samples", "seed", "input_shape", "mean", "std", "batch_size",
+               "memory_budget", "max_features", "device")
 
 _STATUS_ERRORS: dict[int, type[APIStatusError]] = {
     400: BadRequestError, 413: BadRequestError, 415: BadRequestError, 422: BadRequestError,
@@ -216,6 +222,42 @@ def status_error(response: httpx.Response) -> APIStatusError:
 
 def _spec_entry(entry: AnalysisSpec) -> dict[str, Any]:
     return {"kind": entry} if isinstance(entry, str) else dict(entry)
+
+
+def _shape(value: Sequence[int] | str) -> list[int]:
+    """``(1, 8, 8)`` or ``"1,8,8"`` -> ``[1, 8, 8]``."""
+    if isinstance(value, str):
+        try:
+            return [int(part) for part in value.split(",")]
+        except ValueError:
+            message = f"input_shape must be whole numbers like 1,8,8, got {value!r}"
+            raise ValueError(message) from None
+    return [int(d) for d in value]
+
+
+def job_body(model_id: str, dataset: str, analyses: Sequence[AnalysisSpec] | None,
+             options: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``POST /v1/jobs`` body: the model, the dataset, and every option that is not None."""
+    unknown = set(options) - set(JOB_OPTIONS)
+    if unknown:
+        raise TypeError(f"unknown job options: {', '.join(sorted(unknown))}")
+    body: dict[str, Any] = {"model_id": model_id, "dataset": dataset}
+    if analyses is not None:
+        if isinstance(analyses, str):
+            analyses = [analyses]
+        body["analyses"] = [_spec_entry(entry) for entry in analyses]
+    for name in JOB_OPTIONS:
+        value = options.get(name)
+        if value is None:
+            continue
+        if name == "layers":
+            value = [value] if isinstance(value, str) else list(value)
+        elif name == "input_shape":
+            value = _shape(value)
+        elif name in ("mean", "std"):
+            value = [float(v) for v in value]
+        body[name] = value
+    return body
 
 
 def sha256_of(path: Path) -> str:
@@ -377,15 +419,8 @@ class BaseClient:
 
     def _flow_create_job(self, model_id: str, dataset: str,
                          analyses: Sequence[AnalysisSpec] | None, *,
-                         layers: Sequence[str] | str | None, max_samples: int | None,
-                         seed: int, idempotency_key: str | None) -> Flow[Job]:
-        body: dict[str, Any] = {"model_id": model_id, "dataset": dataset, "seed": seed}
-        if analyses is not None:
-            body["analyses"] = [_spec_entry(entry) for entry in analyses]
-        if layers is not None:
-            body["layers"] = [layers] if isinstance(layers, str) else list(layers)
-        if max_samples is not None:
-            body["max_samples"] = max_samples
+                         idempotency_key: str | None, **options: Any) -> Flow[Job]:
+        body = job_body(model_id, dataset, analyses, options)
         # One key for every attempt: a retry of a request whose answer was lost replays
         # the job the first attempt created instead of queueing a second one.
         key = idempotency_key or str(uuid.uuid4())
@@ -398,8 +433,12 @@ class BaseClient:
     def _flow_cancel(self, job: Job | str) -> Flow[Job]:
         return self._request(Call("POST", f"/v1/jobs/{_q(job_id_of(job))}/cancel"), _as(Job))
 
-    def _flow_report(self, job: Job | str) -> Flow[dict[str, Any]]:
+    def _flow_report_json(self, job: Job | str) -> Flow[dict[str, Any]]:
         return self._request(Call("GET", f"/v1/jobs/{_q(job_id_of(job))}/report"), _report)
+
+    def _flow_report(self, job: Job | str) -> Flow[Report]:
+        return self._request(Call("GET", f"/v1/jobs/{_q(job_id_of(job))}/report"),
+                             lambda response: _validate(Report, _report(response), response))
 
     def _flow_artifacts(self, job: Job | str) -> Flow[list[Artifact]]:
         return self._request(Call("GET", f"/v1/jobs/{_q(job_id_of(job))}/artifacts"),
@@ -443,7 +482,7 @@ class BaseClient:
         job_id = job_id_of(job)
         folder = Path(directory)
         folder.mkdir(parents=True, exist_ok=True)
-        report = yield from self._flow_report(job_id)
+        report = yield from self._flow_report_json(job_id)
         report_path = folder / REPORT_FILE
         _write_atomically(report_path, json.dumps(report, indent=2))
         written = [report_path]

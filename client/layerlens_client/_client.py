@@ -28,6 +28,7 @@ from layerlens_client._base import (
     Sleep,
 )
 from layerlens_client.models import Artifact, DatasetInfo, Job, Model, Page
+from layerlens_client.report import Report
 
 T = TypeVar("T")
 
@@ -135,17 +136,29 @@ class Client(BaseClient):
 
     def create_job(self, model_id: str, dataset: str,
                    analyses: Sequence[AnalysisSpec] | None = None, *,
-                   layers: Sequence[str] | None = None, max_samples: int | None = None,
-                   seed: int = 0, idempotency_key: str | None = None) -> Job:
+                   layers: Sequence[str] | str | None = None, max_samples: int | None = None,
+                   seed: int | None = None, input_shape: Sequence[int] | str | None = None,
+                   mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                   batch_size: int | None = None, memory_budget: int | str | None = None,
+                   max_features: int | None = None, device: str | None = None,
+                   idempotency_key: str | None = None) -> Job:
         """Queue an analysis job; the queued job.
 
         ``analyses`` is the analysis spec (``[{"kind": "linear_probe"}, ...]``; a bare
-        kind string stands for ``{"kind": kind}``); None runs all four. The request
-        carries one ``Idempotency-Key`` (a fresh UUID unless given) for all its retries,
-        so a retry never creates a second job.
+        kind string stands for ``{"kind": kind}``); None runs every kind. The keywords
+        are the API's job options (the same as ``layerlens analyze``'s flags): ``layers``
+        (names or glob patterns), ``max_samples``, ``seed``, ``input_shape`` (one sample,
+        e.g. ``(1, 8, 8)``), ``mean`` / ``std`` (per channel, to normalise the inputs),
+        ``batch_size``, ``memory_budget`` (bytes, or a size like ``"512MB"``),
+        ``max_features`` and ``device`` (``"auto"``, ``"cpu"``, ``"cuda"``); one left
+        None is not sent, so the server's default applies. The request carries one
+        ``Idempotency-Key`` (a fresh UUID unless given) for all its retries, so a retry
+        never creates a second job.
         """
         return self._run(self._flow_create_job(
             model_id, dataset, analyses, layers=layers, max_samples=max_samples, seed=seed,
+            input_shape=input_shape, mean=mean, std=std, batch_size=batch_size,
+            memory_budget=memory_budget, max_features=max_features, device=device,
             idempotency_key=idempotency_key))
 
     def get_job(self, job_id: Job | str) -> Job:
@@ -160,6 +173,10 @@ class Client(BaseClient):
         stderr; None draws it only when stderr is a terminal. Raises
         :class:`~layerlens_client.errors.WaitTimeoutError` after ``timeout`` seconds.
         A failed job is returned, not raised: look at ``status``, ``reason``, ``error``.
+        A job that failed because an analysis did (``reason`` ``analysis_failed`` or
+        ``invalid_input``) may still have the report of what finished: :meth:`report`
+        returns it (with the failed parts marked), or raises :class:`ConflictError` when
+        there is none.
         """
         return self._run(self._flow_wait(job, timeout=timeout, poll_interval=poll_interval,
                                          progress=progress))
@@ -168,9 +185,21 @@ class Client(BaseClient):
         """Cancel a queued or running job (:class:`ConflictError` once it has finished)."""
         return self._run(self._flow_cancel(job_id))
 
-    def report(self, job_id: Job | str) -> dict[str, Any]:
-        """The report JSON of a succeeded job (:class:`ConflictError` before)."""
+    def report(self, job_id: Job | str) -> Report:
+        """The report of a finished job, typed (:class:`layerlens_client.report.Report`).
+
+        A succeeded job has one; a failed job has one when some analyses finished (the
+        failed ones are :class:`~layerlens_client.report.FailedAnalysis` sections, failed
+        layers :class:`~layerlens_client.report.FailedLayer` rows, all listed in
+        ``warnings``). :class:`ConflictError` when the job has no report (not finished, or
+        failed before any analysis ran); :class:`APIResponseValidationError` when the
+        document is not a report.
+        """
         return self._run(self._flow_report(job_id))
+
+    def report_json(self, job_id: Job | str) -> dict[str, Any]:
+        """The report document as the server sent it (a dict), e.g. to store or forward it."""
+        return self._run(self._flow_report_json(job_id))
 
     def artifacts(self, job_id: Job | str) -> list[Artifact]:
         """The files a succeeded job produced, by name."""
@@ -293,10 +322,18 @@ class AsyncClient(BaseClient):
 
     async def create_job(self, model_id: str, dataset: str,
                          analyses: Sequence[AnalysisSpec] | None = None, *,
-                         layers: Sequence[str] | None = None, max_samples: int | None = None,
-                         seed: int = 0, idempotency_key: str | None = None) -> Job:
+                         layers: Sequence[str] | str | None = None,
+                         max_samples: int | None = None, seed: int | None = None,
+                         input_shape: Sequence[int] | str | None = None,
+                         mean: Sequence[float] | None = None,
+                         std: Sequence[float] | None = None, batch_size: int | None = None,
+                         memory_budget: int | str | None = None,
+                         max_features: int | None = None, device: str | None = None,
+                         idempotency_key: str | None = None) -> Job:
         return await self._run(self._flow_create_job(
             model_id, dataset, analyses, layers=layers, max_samples=max_samples, seed=seed,
+            input_shape=input_shape, mean=mean, std=std, batch_size=batch_size,
+            memory_budget=memory_budget, max_features=max_features, device=device,
             idempotency_key=idempotency_key))
 
     async def get_job(self, job_id: Job | str) -> Job:
@@ -310,8 +347,11 @@ class AsyncClient(BaseClient):
     async def cancel(self, job_id: Job | str) -> Job:
         return await self._run(self._flow_cancel(job_id))
 
-    async def report(self, job_id: Job | str) -> dict[str, Any]:
+    async def report(self, job_id: Job | str) -> Report:
         return await self._run(self._flow_report(job_id))
+
+    async def report_json(self, job_id: Job | str) -> dict[str, Any]:
+        return await self._run(self._flow_report_json(job_id))
 
     async def artifacts(self, job_id: Job | str) -> list[Artifact]:
         return await self._run(self._flow_artifacts(job_id))

@@ -76,7 +76,8 @@ class DatasetInfo(_Response):
 
 
 class AnalysisState(_Response):
-    """One analysis of a job: ``state`` is "pending", "running" or "succeeded"."""
+    """One analysis of a job: ``state`` is "pending", "running", "succeeded" or "failed"
+    (a failed analysis leaves the others' results; the report marks it failed)."""
 
     state: str
     duration_s: float | None = None
@@ -91,7 +92,10 @@ class Job(_Response):
     stage: str | None = None
     analyses: dict[str, AnalysisState] = {}
     error: str | None = None
-    reason: str | None = None  # why it failed: invalid_input, timeout, crashed, worker_lost
+    # why it failed: invalid_input, analysis_failed, timeout, crashed, worker_lost, memory;
+    # after analysis_failed (and an invalid_input met by an analysis) report() serves the
+    # report of what finished
+    reason: str | None = None
     model_id: str | None = None
     dataset: str | None = None
     attempts: int = 0

@@ -21,7 +21,9 @@ from layerlens_client import (
     Job,
     Model,
     NotFoundError,
+    Report,
 )
+from layerlens_client.report import LinearProbeSection, ProbeLayer
 from tests.e2e import launch
 
 pytestmark = pytest.mark.slow
@@ -56,13 +58,17 @@ def _check_uploads(model: Model, dataset: DatasetInfo, onnx: Path) -> None:
     assert dataset.n_classes == 4 and dataset.ref == f"dataset:{dataset.id}"
 
 
-def _check_finished(job: Job, report: dict[str, Any], out: Path,
+def _check_finished(job: Job, report: Report, document: dict[str, Any], out: Path,
                     paths: list[Path], listed: list[Any]) -> None:
     assert job.status == "succeeded", job
     assert job.done and job.progress == 1.0
-    probe = report["analyses"]["linear_probe"]["layers"]
-    assert probe and all(0.0 <= row["test_accuracy"] <= 1.0 for row in probe)
-    assert json.loads((out / "report.json").read_text()) == report
+    section = report.analyses.linear_probe
+    assert isinstance(section, LinearProbeSection)
+    probe = section.layers
+    assert probe and all(isinstance(row, ProbeLayer) and 0.0 <= row.test_accuracy <= 1.0
+                         for row in probe)
+    assert report.model_dump(mode="json", exclude_unset=True) == document
+    assert json.loads((out / "report.json").read_text()) == document
     assert listed, "a finished job lists its artifacts (at least the report page)"
     assert {p.name for p in paths} == {"report.json"} | {a.name for a in listed}
     for artifact in listed:
@@ -92,10 +98,11 @@ def test_client_end_to_end(service: launch.Service, cnn_files: dict[str, Path],
         assert job.model_id == model.id and job.dataset == "builtin:digits"
         done = client.wait(job, timeout=JOB_TIMEOUT_S, poll_interval=0.25, progress=False)
         report = client.report(done.id)
+        document = client.report_json(done.id)
         listed = client.artifacts(done.id)
         out = tmp_path / "downloaded"
         paths = client.download_artifacts(done.id, out)
-        _check_finished(done, report, out, paths, listed)
+        _check_finished(done, report, document, out, paths, listed)
         assert client.download_artifacts(done.id, out) == paths  # all present: no refetch
 
         with pytest.raises(ConflictError):
@@ -123,10 +130,11 @@ def test_async_client_end_to_end(service: launch.Service, cnn_files: dict[str, P
             done = await client.wait(job.id, timeout=JOB_TIMEOUT_S, poll_interval=0.25,
                                      progress=False)
             report = await client.report(done)
+            document = await client.report_json(done)
             listed = await client.artifacts(done)
             out = tmp_path / "downloaded"
             paths = await client.download_artifacts(done, out)
-            _check_finished(done, report, out, paths, listed)
+            _check_finished(done, report, document, out, paths, listed)
 
             with pytest.raises(ConflictError):
                 await client.cancel(done.id)

@@ -44,10 +44,13 @@ def remote(server: str, model: Path, dataset: str, policy: Policy, *,
                 message = (f"job {job.id} ended {job.status}"
                            + (f" ({job.reason})" if job.reason else "")
                            + (f": {job.error}" if job.error else ""))
+                if job.reason == "analysis_failed":  # what finished is in its partial report
+                    message += (f"; the report of what finished: {server.rstrip('/')}"
+                                f"/v1/jobs/{job.id}/report.html")
                 if job.reason in INPUT_REASONS:
                     raise InputProblem(message)
                 raise InfrastructureProblem(message)
-            report = client.report(job.id)
+            report = client.report_json(job.id)
     except (errors.BadRequestError, errors.NotFoundError, errors.ConflictError,
             errors.AuthenticationError) as exc:
         raise InputProblem(str(exc)) from exc
