@@ -7,12 +7,14 @@ import contextlib
 import ctypes
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from infra.config import Settings
 
@@ -100,15 +102,46 @@ def run_worker(queues: Sequence[str], concurrency: int) -> int:
     return 0
 
 
-def run_api(settings: Settings, host: str, port: int) -> int:
-    """The API alone (production: workers run elsewhere). Refuses an unmigrated database."""
+def listen(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (port 0: one the system picks); a port in
+    use or an address not of this machine is :class:`Refused`. Bound here rather than by
+    uvicorn, so the address printed at start is the one bound."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)  # uvicorn's backlog; connections wait here until it serves
+    except OSError as exc:
+        sock.close()
+        raise Refused(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    return sock
+
+
+def url_of(sock: socket.socket) -> str:
+    """``http://host:port`` of a bound socket, with the port it really got."""
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if sock.family == socket.AF_INET6 else f"http://{host}:{port}"
+
+
+def _serve_on(app: Any, sock: socket.socket, **options: Any) -> None:
+    """uvicorn serving ``app`` on the already bound ``sock`` until it is stopped."""
     import uvicorn
 
+    config = uvicorn.Config(app, timeout_graceful_shutdown=10, **options)
+    with sock:
+        uvicorn.Server(config).run(sockets=[sock])
+
+
+def run_api(settings: Settings, host: str, port: int) -> int:
+    """The API alone (production: workers run elsewhere). Refuses an unmigrated database."""
     from service.app import create_app
 
     settings = auth_for(settings, host, default_off=False)
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info",
-                proxy_headers=True, timeout_graceful_shutdown=10)
+    app = create_app(settings)
+    sock = listen(host, port)
+    print(f"layerlens: serving {url_of(sock)} (API only; workers run elsewhere)", flush=True)
+    _serve_on(app, sock, log_level="info", proxy_headers=True)
     return 0
 
 
@@ -150,13 +183,12 @@ def run_serve(settings: Settings, host: str, port: int) -> int:
 
     The embedded database is migrated here, since this process owns it.
     """
-    import uvicorn
-
     from service.app import create_app
 
     settings = auth_for(settings, host, default_off=True)
     if settings.database_url.startswith("sqlite"):
         migrate(settings)
+    sock = listen(host, port)  # before the workers start: a port in use stops nothing
     env = {**os.environ, "LAYERLENS_DATA_DIR": str(settings.data_dir),
            "LAYERLENS_DATABASE_URL": settings.database_url,
            "LAYERLENS_BROKER_URL": settings.broker_url,
@@ -165,11 +197,12 @@ def run_serve(settings: Settings, host: str, port: int) -> int:
     # action the process would die before the `finally` below stops the workers.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     workers = spawn_workers(env, settings.data_dir / "logs")
-    print(f"layerlens: serving http://{host}:{port} (data: {settings.data_dir}; worker logs: "
-          f"{settings.data_dir / 'logs'})", flush=True)
     try:
-        uvicorn.run(create_app(settings), host=host, port=port, log_level="warning",
-                    timeout_graceful_shutdown=10)
+        app = create_app(settings)
+        print(f"layerlens: serving {url_of(sock)} (data: {settings.data_dir}; worker logs: "
+              f"{settings.data_dir / 'logs'})", flush=True)
+        _serve_on(app, sock, log_level="warning")
     finally:
+        sock.close()
         stop(workers)
     return 0
