@@ -14,14 +14,18 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from app.flags import add_option_flags, options_from_args
+from app.flags import add_option_flags, flag, options_from_args
 from layerlens.errors import InputError
 from layerlens.spec import kinds, load_spec_file, spec_from_names
+
+if TYPE_CHECKING:
+    from layerlens.data import Dataset
 
 EXIT_OK, EXIT_INTERNAL, EXIT_INPUT = 0, 1, 2
 
@@ -44,7 +48,9 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "analyze", help="analyse a model on a dataset in-process and write a report folder")
     analyze.add_argument("model", type=Path, help="ONNX model or TorchScript archive")
     analyze.add_argument("--dataset", required=True,
-                         help="builtin:digits|iris|wine|breast_cancer|ib12, or a .npz/.csv path")
+                         help="builtin:digits|iris|wine|breast_cancer|ib12, a .npz/.csv path, "
+                              "or s3://bucket/key.npz|.csv (downloaded first; endpoint "
+                              "LAYERLENS_S3_ENDPOINT_URL or AWS_ENDPOINT_URL, AWS credentials)")
     which = analyze.add_mutually_exclusive_group()
     which.add_argument("--analyses", help="comma-separated analysis kinds, default parameters "
                                           f"({','.join(kinds())})")
@@ -128,7 +134,8 @@ def _run_analyze(args: argparse.Namespace) -> int:
         spec = None  # every analysis
     options = options_from_args(args, spec)
     started = time.perf_counter()
-    report = analyze(args.model, args.dataset, args.out, options)
+    dataset = _s3_dataset(args.dataset) if args.dataset.startswith("s3://") else args.dataset
+    report = analyze(args.model, dataset, args.out, options)
     elapsed = time.perf_counter() - started
     print(f"analysed {len(report.activations.layers)} layers of {args.model.name} on "
           f"{report.dataset.ref} ({report.dataset.n_samples} samples) in {elapsed:.1f} s")
@@ -137,6 +144,21 @@ def _run_analyze(args: argparse.Namespace) -> int:
         where = warning.analysis + (f", layer {warning.layer}" if warning.layer else "")
         print(f"layerlens: warning: {where} failed: {warning.message}", file=sys.stderr)
     return _exit_status(report.analyses)
+
+
+def _s3_dataset(ref: str) -> Dataset:
+    """An ``s3://bucket/key.npz|.csv`` object, downloaded into a temporary folder and read
+    (the engine reads local files only). The object store is LAYERLENS_S3_ENDPOINT_URL when
+    set, else boto3's own choice (AWS_ENDPOINT_URL, or AWS); credentials are boto3's."""
+    from infra import s3_datasets
+    from layerlens.data.resolve import load_dataset_file
+
+    found = s3_datasets.parse_ref(ref)
+    s3 = s3_datasets.client(os.environ.get("LAYERLENS_S3_ENDPOINT_URL", ""))
+    with tempfile.TemporaryDirectory(prefix="layerlens-dataset-") as folder:
+        path = Path(folder) / f"dataset{found.suffix}"
+        s3_datasets.download(s3, found, path)
+        return load_dataset_file(path, ref)
 
 
 def _exit_status(sections: dict[str, Any]) -> int:
@@ -168,8 +190,8 @@ def _guarded(handler: Handler) -> Handler:
         keep_freed_memory_for_reuse()
         try:
             return handler(args)
-        except InputError as exc:
-            print(f"layerlens: error: {exc}", file=sys.stderr)
+        except InputError as exc:  # options named as this command's flags (--input-shape)
+            print(f"layerlens: error: {exc.spelled(flag)}", file=sys.stderr)
             return EXIT_INPUT
         except KeyboardInterrupt:
             print("layerlens: interrupted", file=sys.stderr)

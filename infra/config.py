@@ -16,6 +16,14 @@ def _env(name: str, default: str) -> str:
     return os.environ.get(f"LAYERLENS_{name}", default)
 
 
+def dataset_buckets(text: str) -> tuple[str, ...]:
+    """``LAYERLENS_DATASET_BUCKETS``: comma- or space-separated ``bucket`` or ``bucket/prefix``
+    entries (an ``s3://`` in front and slashes at the ends are dropped)."""
+    entries = (part.strip().removeprefix("s3://").strip("/")
+               for part in text.replace(",", " ").split())
+    return tuple(entry for entry in entries if entry)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Where the service keeps its state, and its limits.
@@ -28,6 +36,9 @@ class Settings:
     max_upload_bytes : largest accepted upload body; larger ones get 413.
     inspect_timeout_s : how long an upload waits for a worker to inspect the file.
     dataset_roots : folders that ``file://`` dataset references must lie under.
+    dataset_buckets : where ``s3://bucket/key`` dataset references may point: ``bucket``
+        (any key) or ``bucket/prefix`` (keys under ``prefix/``), read from the object store
+        at ``s3_endpoint_url``; none by default.
     job_time_limit_s : hard wall-clock limit of one job (the soft limit is 30 s less).
     job_memory_bytes : address space of the process that runs a job's model (CPU workers).
     job_lease_s : a running job whose worker has not written for this long was lost, and
@@ -47,6 +58,7 @@ class Settings:
     max_upload_bytes: int = 2 * 1024**3
     inspect_timeout_s: float = 120.0
     dataset_roots: tuple[Path, ...] = field(default_factory=tuple)
+    dataset_buckets: tuple[str, ...] = field(default_factory=tuple)
     job_time_limit_s: int = 6 * 3600
     job_memory_bytes: int = 8 * 1024**3
     job_lease_s: float = 120.0
@@ -76,6 +88,7 @@ class Settings:
             max_upload_bytes=int(_env("MAX_UPLOAD_BYTES", str(2 * 1024**3))),
             inspect_timeout_s=float(_env("INSPECT_TIMEOUT", "120")),
             dataset_roots=roots,
+            dataset_buckets=dataset_buckets(_env("DATASET_BUCKETS", "")),
             job_time_limit_s=int(_env("JOB_TIME_LIMIT", str(6 * 3600))),
             job_memory_bytes=int(_env("JOB_MEMORY", str(8 * 1024**3))),
             job_lease_s=float(_env("JOB_LEASE", "120")),

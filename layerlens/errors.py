@@ -3,7 +3,15 @@
 Every error a user can cause derives from :class:`InputError`; the command
 line turns it into one line on stderr and exit status 2, the service into an
 HTTP 4xx problem. Anything else escaping the engine is a bug.
+
+A message that names a job option names it by its field (``input_shape``, the
+key of ``POST /v1/jobs`` and the form field of ``POST /v1/models``) and lists
+it in ``options``; the command line shows it as its flag (``--input-shape``)
+through :meth:`InputError.spelled`.
 """
+
+import re
+from collections.abc import Callable, Sequence
 
 
 class LayerlensError(Exception):
@@ -14,8 +22,21 @@ class InputError(LayerlensError, ValueError):
     """The user's input (model, dataset, parameter) cannot be used.
 
     The message is one line, names the offending input, and says what would
-    be accepted instead.
+    be accepted instead. ``options``: the job options (field names, e.g.
+    ``input_shape``) the message names, written as field names.
     """
+
+    def __init__(self, *args: object, options: Sequence[str] = ()) -> None:
+        super().__init__(*args)
+        self.options = tuple(options)
+
+    def spelled(self, spell: Callable[[str], str]) -> str:
+        """The message with each option it names written as ``spell`` writes it (the
+        command line: ``input_shape`` -> ``--input-shape``)."""
+        text = str(self)
+        for name in self.options:
+            text = re.sub(rf"(?<![\w-]){re.escape(name)}(?![\w-])", spell(name), text)
+        return text
 
 
 class ModelFormatError(InputError):

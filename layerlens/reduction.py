@@ -99,5 +99,6 @@ def plan_reductions(
         raise InputError(
             f"activations of {len(layers)} layers x {n_samples} samples need {need:.0f} MiB "
             f"even after reduction, over the {memory_budget / 1024**2:.0f} MiB budget; raise "
-            "--memory-budget, lower --max-samples or select fewer layers")
+            "memory_budget, lower max_samples or select fewer layers",
+            options=("memory_budget", "max_samples"))
     return plan

@@ -107,7 +107,9 @@ def _job_create_model() -> type[JobOptions]:
                         model_validator(mode="before")(storable_body)},
         model_id=(Text, Field(description="from POST /v1/models")),
         dataset=(Text, Field(examples=["builtin:digits"], max_length=MAX_DATASET_REF,
-                             description="builtin:<name>, dataset:<id> or file://<path>")))
+                             description="builtin:<name>, dataset:<id>, file://<path> under "
+                                         "LAYERLENS_DATASET_ROOTS or s3://bucket/key.npz in "
+                                         "LAYERLENS_DATASET_BUCKETS")))
 
 
 if TYPE_CHECKING:
@@ -133,7 +135,9 @@ class JobOut(BaseModel):
     reason: str | None = Field(None, description="why it failed: invalid_input, timeout, "
                                                  "crashed, worker_lost, memory, "
                                                  "analysis_failed (the report holds the "
-                                                 "analyses that finished)")
+                                                 "analyses that finished), "
+                                                 "dataset_unavailable (an s3:// dataset "
+                                                 "could not be read)")
     model_id: str
     dataset: str
     attempts: int

@@ -77,7 +77,7 @@ def test_plan_reduces_largest_layers_first_until_within_budget():
     assert plan["fc"].to == 1000
     plan = plan_reductions(LAYERS, n, memory_budget=n * 2000 * 4, max_features=1000)
     assert plan["conv"].method == "spatial_mean" and plan["conv"].to == 16
-    with pytest.raises(InputError, match="memory-budget"):
+    with pytest.raises(InputError, match="raise memory_budget"):
         plan_reductions(LAYERS, n, memory_budget=n * 100 * 4, max_features=1000)
 
 

@@ -8,9 +8,13 @@ is a crash.
 
 Commands
 --------
-inspect-model PATH [--input-shape C,H,W]   format, input shape and layers
-inspect-dataset PATH --ref REF              n_samples, x_shape, n_classes
+inspect-model PATH [--input-shape C,H,W] [--name NAME]   format, input shape and layers
+inspect-dataset PATH --ref NAME             n_samples, x_shape, n_classes
 analyze JOB.json                            the report folder (see ``_analyze``)
+
+Messages name an upload by ``--name`` / ``--ref`` (the name it was uploaded
+under), never by its scratch file, and options by their API field names
+(``input_shape``), never by ``layerlens analyze``'s flags.
 """
 
 from __future__ import annotations
@@ -49,16 +53,19 @@ def _ints(text: str | None) -> tuple[int, ...] | None:
     return None if not text else tuple(int(part) for part in text.split(","))
 
 
-def _inspect_model(path: Path, input_shape: tuple[int, ...] | None) -> dict[str, Any]:
+def _inspect_model(path: Path, input_shape: tuple[int, ...] | None,
+                   name: str | None = None) -> dict[str, Any]:
     from layerlens.models import load_model
     from layerlens.models.sniff import sniff_format
 
     try:
-        model = load_model(path, input_shape=input_shape, device="cpu")
+        model = load_model(path, input_shape=input_shape, device="cpu", name=name)
     except ShapeMismatchError as exc:
-        if input_shape is None and sniff_format(path.read_bytes(), path.name) == "torchscript":
-            raise InputError("a TorchScript file does not record its input shape: upload it "
-                             "with the form field input_shape (one sample, e.g. 1,8,8)") from exc
+        if input_shape is None and sniff_format(path.read_bytes(),
+                                                name or path.name) == "torchscript":
+            raise InputError(f"model file '{name or path.name}' is TorchScript, which does "
+                             "not record its input shape: upload it with the form field "
+                             "input_shape (one sample, e.g. 1,8,8)") from exc
         raise
     return {"format": model.format, "input_shape": list(model.input_spec.shape),
             "layers": [{"name": layer.name, "op": layer.op, "shape": list(layer.shape)}
@@ -104,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     model = commands.add_parser("inspect-model")
     model.add_argument("path", type=Path)
     model.add_argument("--input-shape")
+    model.add_argument("--name", help="the file's name in messages (as it was uploaded)")
     dataset = commands.add_parser("inspect-dataset")
     dataset.add_argument("path", type=Path)
     dataset.add_argument("--ref", required=True)
@@ -112,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "inspect-model":
-            result = _inspect_model(args.path, _ints(args.input_shape))
+            result = _inspect_model(args.path, _ints(args.input_shape), args.name)
         elif args.command == "inspect-dataset":
             result = _inspect_dataset(args.path, args.ref)
         else:

@@ -19,6 +19,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy import update
 from sqlalchemy.exc import OperationalError
 
+from infra import s3_datasets
 from infra.config import Settings
 from infra.db import jobs
 from infra.db.models import Dataset, Job, Model
@@ -73,18 +74,20 @@ class WorkerContext:
 
 
 def inspect_model(ctx: WorkerContext, model_id: str) -> None:
-    """Open the uploaded model in a child process; record its format and layers, or why not."""
+    """Open the uploaded model in a child process; record its format and layers, or why not.
+    Its messages name the file as it was uploaded (``row.name``), not the scratch file."""
     def args(row: Any, path: Path) -> list[str]:
         shape = ["--input-shape", ",".join(map(str, row.input_shape))] if row.input_shape else []
-        return ["inspect-model", str(path), *shape]
+        return ["inspect-model", str(path), *shape, f"--name={row.name}"]
 
     _inspect(ctx, Model, model_id, "model.bin", args, ("format", "input_shape", "layers"))
 
 
 def inspect_dataset(ctx: WorkerContext, dataset_id: str) -> None:
-    """Read the uploaded dataset in a child process; record its shape, or why not."""
+    """Read the uploaded dataset in a child process; record its shape, or why not. Its
+    messages name the file as it was uploaded (``row.name``)."""
     def args(row: Any, path: Path) -> list[str]:
-        return ["inspect-dataset", str(path), "--ref", f"dataset:{dataset_id}"]
+        return ["inspect-dataset", str(path), f"--ref={row.name}"]
 
     with ctx.sessions() as session:
         dataset = session.get(Dataset, dataset_id)
@@ -167,7 +170,14 @@ class JobRun:
             shutil.rmtree(scratch, ignore_errors=True)
 
     def _run_in(self, scratch: Path) -> None:
-        job_file = self._prepare(scratch)
+        try:
+            job_file = self._prepare(scratch)
+        except s3_datasets.S3Unavailable as exc:
+            self._fail("dataset_unavailable", str(exc))
+            return
+        except s3_datasets.S3DatasetError as exc:  # gone since the API checked it
+            self._fail("invalid_input", str(exc))
+            return
         time_limit_s = self.ctx.settings.job_time_limit_s - 60
         outcome = run_child(["analyze", str(job_file)], scratch,
                             limits=self.ctx.limits(time_limit_s),
@@ -185,7 +195,10 @@ class JobRun:
             self._store(Path(outcome.result["out"]))
 
     def _prepare(self, scratch: Path) -> Path:
-        """Fetch the model (and an uploaded dataset) into ``scratch``; write the job file."""
+        """Fetch the model (and the dataset, unless built in) into ``scratch``; write the job
+        file. The child reads only its folder and has no network, so an ``s3://`` dataset is
+        downloaded here (raises :class:`~infra.s3_datasets.S3DatasetError` or
+        :class:`~infra.s3_datasets.S3Unavailable`)."""
         with self.ctx.sessions() as session:
             job = session.get(Job, self.job_id)
             assert job is not None
@@ -205,6 +218,13 @@ class JobRun:
             original = Path(ref.removeprefix("file://"))  # read only its own folder
             source["file"] = str(scratch / f"dataset{original.suffix.lower()}")
             shutil.copyfile(original, source["file"])
+        elif s3_datasets.is_s3_ref(ref):  # the API checked it; checked again, as this
+            found = s3_datasets.parse_ref(ref)  # worker's settings say
+            settings = self.ctx.settings
+            s3_datasets.check_allowed(found, settings.dataset_buckets, settings.storage_url)
+            source["file"] = str(scratch / f"dataset{found.suffix}")
+            s3_datasets.download(s3_datasets.client(settings.s3_endpoint_url), found,
+                                 Path(source["file"]))
         options = {key: request[key] for key in option_fields() if key in request}
         options["input_shape"] = options.get("input_shape") or model.input_shape
         job_file = scratch / "job.json"

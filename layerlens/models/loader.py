@@ -35,11 +35,11 @@ def _channel_values(name: str, values: Sequence[float] | None,
     channels = shape[0] if shape else 1
     if len(values) not in (1, channels):
         raise InputError(
-            f"--{name} has {len(values)} values; the input has {channels} channels "
-            f"(shape {shape}): give 1 or {channels}"
+            f"{name} has {len(values)} values; the input has {channels} channels "
+            f"(shape {shape}): give 1 or {channels}", options=(name,)
         )
     if name == "std" and any(v <= 0 for v in values):
-        raise InputError("--std values must be positive")
+        raise InputError("std values must be positive", options=("std",))
     return tuple(float(v) for v in values)
 
 
@@ -60,7 +60,8 @@ def _onnx_shape(declared: tuple[int | None, ...], input_shape: tuple[int, ...] |
     if input_shape is not None:
         if not fits(input_shape):
             raise ShapeMismatchError(
-                f"--input-shape {input_shape} contradicts the ONNX input shape {shown}")
+                f"input_shape {input_shape} contradicts the ONNX input shape {shown}",
+                options=("input_shape",))
         return input_shape
     if all(d is not None for d in declared):
         return tuple(int(d) for d in declared if d is not None)
@@ -69,7 +70,7 @@ def _onnx_shape(declared: tuple[int | None, ...], input_shape: tuple[int, ...] |
             return shape
     raise ShapeMismatchError(
         f"the ONNX input shape {shown} has symbolic dimensions and no dataset sample shape "
-        "fits it; pass --input-shape")
+        "fits it; give input_shape", options=("input_shape",))
 
 
 def load_model(
@@ -80,6 +81,7 @@ def load_model(
     device: str = "auto",
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
+    name: str | None = None,
 ) -> ProbedModel:
     """Load an ONNX model or TorchScript archive as a :class:`ProbedModel`.
 
@@ -92,9 +94,11 @@ def load_model(
         neither the file nor ``input_shape`` fixes the input.
     device : ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
     mean, std : optional per-channel normalisation ``(x - mean) / std``.
+    name : the file's name in messages (default the name on disk; a service passes the
+        name the file was uploaded as).
     """
     path = Path(path)
-    label = f"model file '{path.name}'"
+    label = f"model file '{name or path.name}'"
     if not path.is_file():
         raise ModelFormatError(f"{label} does not exist")
     data = path.read_bytes()
@@ -102,7 +106,8 @@ def load_model(
     device = resolve_device(device)
     explicit = tuple(int(d) for d in input_shape) if input_shape is not None else None
     if explicit is not None and (not explicit or any(d <= 0 for d in explicit)):
-        raise InputError(f"--input-shape must be positive integers, got {explicit}")
+        raise InputError(f"input_shape must be positive integers, got {explicit}",
+                         options=("input_shape",))
     candidates = [tuple(int(d) for d in s) for s in sample_shapes]
 
     if sniff_format(data, label) == "onnx":
@@ -116,7 +121,8 @@ def load_model(
     tried = [explicit] if explicit is not None else list(dict.fromkeys(candidates))
     if not tried:
         raise ShapeMismatchError(
-            "a TorchScript file does not record its input shape; pass --input-shape")
+            "a TorchScript file does not record its input shape; give input_shape "
+            "(one sample, e.g. 1,28,28)", options=("input_shape",))
     first_error: ShapeMismatchError | None = None
     for shape in tried:
         try:
@@ -126,5 +132,6 @@ def load_model(
             first_error = first_error or exc
     assert first_error is not None
     if len(tried) > 1:
-        raise ShapeMismatchError(f"{first_error} (tried sample shapes {tried})") from first_error
+        raise ShapeMismatchError(f"{first_error} (tried sample shapes {tried})",
+                                 options=first_error.options) from first_error
     raise first_error

@@ -67,7 +67,8 @@ class TorchScriptModel(ProbedModel):
             reason = message[-1] if message else type(exc).__name__
             raise ShapeMismatchError(
                 f"the model does not run on input of shape {spec.shape}: {reason}; "
-                "pass the model's input shape with --input-shape C,H,W"
+                "give the shape of one sample as input_shape (e.g. 3,32,32)",
+                options=("input_shape",)
             ) from exc
         return {
             name: tuple(out.shape[1:]) for name, out in outputs.items()

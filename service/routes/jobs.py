@@ -13,6 +13,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingRes
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from infra import s3_datasets
 from infra.db import jobs as state
 from infra.db.models import (
     FINAL_STATES,
@@ -88,8 +89,25 @@ def _check_dataset(ctx: ServiceContext, ref: str, tenant: str) -> None:
         if path.suffix.lower() not in (".npz", ".csv") or not is_file:
             raise Problem(422, f"{ref} is not an existing .npz or .csv file")
         return
+    if s3_datasets.is_s3_ref(ref):
+        _check_s3_dataset(ctx, ref)
+        return
     raise Problem(422, f"unknown dataset reference '{ref}' (use builtin:<name>, "
-                       "dataset:<id> from POST /v1/datasets, or file://<path> under a root)")
+                       "dataset:<id> from POST /v1/datasets, file://<path> under a root, "
+                       "or s3://bucket/key in an allowed bucket)")
+
+
+def _check_s3_dataset(ctx: ServiceContext, ref: str) -> None:
+    """An allowed ``.npz``/``.csv`` key whose object exists: a HEAD, the object is not read."""
+    try:
+        found = s3_datasets.parse_ref(ref)
+        s3_datasets.check_allowed(found, ctx.settings.dataset_buckets, ctx.settings.storage_url)
+        s3_datasets.head(s3_datasets.client(ctx.settings.s3_endpoint_url,
+                                            timeout_s=s3_datasets.HEAD_TIMEOUT_S), found)
+    except s3_datasets.S3Unavailable as exc:
+        raise Problem(503, str(exc), headers={"Retry-After": "10"}) from exc
+    except s3_datasets.S3DatasetError as exc:
+        raise Problem(422, str(exc)) from exc
 
 
 def _validated(ctx: ServiceContext, body: JobCreate, tenant: str) -> dict[str, Any]:

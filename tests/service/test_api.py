@@ -49,7 +49,8 @@ def test_malformed_job_bodies_are_422_naming_the_field(api, body, needle):
     ({"dataset": "builtin:mnist"}, "builtin:digits"),
     ({"dataset": "dataset:nope"}, "POST /v1/datasets"),
     ({"dataset": "file:///etc/passwd"}, "roots"),
-    ({"dataset": "s3://bucket/key.npz"}, "unknown dataset reference"),
+    ({"dataset": "s3://bucket/key.npz"}, "LAYERLENS_DATASET_BUCKETS"),
+    ({"dataset": "gs://bucket/key.npz"}, "unknown dataset reference"),
     ({"model_id": "missing"}, "POST /v1/models"),
 ])
 def test_invalid_jobs_are_refused_before_queueing(api, ready_model, change, needle):
