@@ -68,19 +68,20 @@ def _activations_section(activations: Activations) -> ActivationsSection:
 
 def analyze(model_path: str | Path, dataset: str | Dataset, out_dir: str | Path,
             options: JobOptions | None = None, *,
-            progress: StageProgress | None = None) -> Report:
+            progress: StageProgress | None = None, model_name: str | None = None) -> Report:
     """Capture every selected layer over the dataset and write the report folder.
 
     Writes ``report.json``, ``report.html`` and the PNG artifacts into
     ``out_dir`` (created if needed) and returns the report. ``progress`` hears
     of every capture batch and every step of every analysis, stage by stage.
+    ``model_name`` is how messages name the model file (default its file name).
     """
     options = options or JobOptions()
     spec = default_spec() if options.analyses is None else list(options.analyses)
     data = resolve_dataset(dataset) if isinstance(dataset, str) else dataset
     model = load_model(model_path, input_shape=options.input_shape,
                        sample_shapes=data.sample_shapes, device=options.device,
-                       mean=options.mean, std=options.std)
+                       mean=options.mean, std=options.std, name=model_name)
     chosen = select_layers(model.layers, options.layers)
     subset = data.subsample(options.max_samples, seed=options.seed)
     activations = capture_activations(

@@ -107,8 +107,8 @@ class JobOptions(BaseModel):
     @field_validator("analyses", mode="before")
     @classmethod
     def _known_kinds(cls, value: Any) -> Any:
-        if value is None or all(isinstance(entry, SpecEntry) for entry in value):
-            return value
+        if not isinstance(value, list) or all(isinstance(entry, SpecEntry) for entry in value):
+            return value  # None, parsed entries, or a type error the field itself reports
         return parse_spec(value)
 
 

@@ -83,7 +83,8 @@ def _inspect_dataset(path: Path, ref: str) -> dict[str, Any]:
 def _analyze(job_file: Path) -> dict[str, Any]:
     """Run ``layerlens.analyze`` as the job file says.
 
-    Job file: ``{"model": path, "dataset": {"ref": str, "file": path | null},
+    Job file: ``{"model": path, "model_name": the name messages use,
+    "dataset": {"ref": str, "file": path | null},
     "out": dir, "options": the job options (:class:`layerlens.options.JobOptions`)}``.
     """
     from layerlens.analyze import analyze
@@ -101,7 +102,8 @@ def _analyze(job_file: Path) -> dict[str, Any]:
     def progress(stage: str, step: int, total: int, metrics: dict[str, float]) -> None:
         emit("progress", stage=stage, step=step, total=total)
 
-    analyze(job["model"], data, job["out"], options, progress=progress)
+    analyze(job["model"], data, job["out"], options, progress=progress,
+            model_name=job.get("model_name"))
     return {"out": job["out"]}
 
 

@@ -229,7 +229,8 @@ class JobRun:
         options["input_shape"] = options.get("input_shape") or model.input_shape
         job_file = scratch / "job.json"
         job_file.write_text(json.dumps({
-            "model": str(model_path), "dataset": source, "out": str(scratch / "out"),
+            "model": str(model_path), "model_name": model.name, "dataset": source,
+            "out": str(scratch / "out"),
             "options": options}))
         return job_file
 

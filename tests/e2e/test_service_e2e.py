@@ -170,6 +170,26 @@ def test_a_dataset_upload_reports_its_shape_and_runs_in_a_job(client, uploaded, 
     assert report["dataset"]["n_samples"] == 120
 
 
+def test_a_failed_analysis_fails_the_job_and_the_report_keeps_the_others(client, uploaded):
+    """projection's k is too large for 40 samples, which is known only once they are drawn."""
+    job = client.post("/v1/jobs", json={
+        "model_id": uploaded["torchscript"]["id"], "dataset": "builtin:digits",
+        "max_samples": 40, "analyses": [{"kind": "linear_probe"},
+                                        {"kind": "projection", "k": 25}]}).json()
+    done = launch.wait_for_job(client, job["id"], timeout_s=300)
+    assert (done["status"], done["reason"]) == ("failed", "invalid_input"), done
+    assert "projection.k must be below half the number of points (40)" in done["error"]
+    assert {kind: state["state"] for kind, state in done["analyses"].items()} == {
+        "linear_probe": "succeeded", "projection": "failed"}
+    report = client.get(f"/v1/jobs/{job['id']}/report")
+    assert report.status_code == 200, report.text
+    sections = report.json()["analyses"]
+    assert sections["projection"]["error_type"] == "invalid_input"
+    assert all(0.0 <= row["test_accuracy"] <= 1.0 for row in sections["linear_probe"]["layers"])
+    page = client.get(f"/v1/jobs/{job['id']}/report.html")
+    assert page.status_code == 200 and "This analysis failed" in page.text
+
+
 def test_jobs_succeed_with_every_analysis_state_and_progress(finished):
     for job in finished.values():
         assert job["status"] == "succeeded", job

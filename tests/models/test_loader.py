@@ -82,8 +82,8 @@ def test_device_choice():
 def test_cuda_capture_matches_cpu(cnn_files, digits):
     x = digits.x[:32].reshape(-1, 1, 8, 8)
     for path in cnn_files.values():
-        cpu = load_model(path, device="cpu")
-        gpu = load_model(path, device="cuda")
+        cpu = load_model(path, device="cpu", input_shape=(1, 8, 8))
+        gpu = load_model(path, device="cuda", input_shape=(1, 8, 8))
         assert gpu.device == "cuda"
         a = cpu.capture(x, cpu.layer_names)
         b = gpu.capture(x, gpu.layer_names)
