@@ -32,8 +32,8 @@ REQUIRE_CUDA=${REQUIRE_CUDA:-1}
 # the others pass device="cpu" and show CPU figures on 16 cores. service_api is left out: it
 # needs the whole service stack (FastAPI, uvicorn, Celery, SQLAlchemy, boto3, ...: about 25
 # more wheels) and measures HTTP latency on the CPU.
-BENCH_GPU=${BENCH_GPU:-full_report}
-BENCH_CPU=${BENCH_CPU:-capture_overhead activation_maximization mutual_information linear_probe projection}
+BENCH_GPU=${BENCH_GPU-full_report}
+BENCH_CPU=${BENCH_CPU-capture_overhead activation_maximization mutual_information linear_probe projection}
 mkdir -p "$OUT"
 SUMMARY=$OUT/summary.txt
 START=$SECONDS

@@ -139,6 +139,20 @@ def test_bad_input_is_exit_2(policy, tmp_path):
                  "--out", tmp_path).returncode == 2
 
 
+def test_an_analysis_that_fails_on_bad_input_is_exit_2_naming_the_partial_report(models,
+                                                                                  tmp_path):
+    """projection's k is too large for 20 samples; the probe's report still stands."""
+    policy = tmp_path / "k.yaml"
+    policy.write_text(POLICY.replace("max_samples: 300", "max_samples: 20")
+                      .replace("method: pca}", "method: pca, k: 15}"))
+    done = check(models["good"], "--dataset", "builtin:digits", "--policy", policy,
+                 "--out", tmp_path)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "projection failed" in done.stderr and str(tmp_path / "report.html") in done.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert "test_accuracy" in report["analyses"]["linear_probe"]["layers"][-1]
+
+
 def test_an_unreachable_server_is_exit_3(models, policy, tmp_path):
     done = check(models["good"], "--dataset", "builtin:digits", "--policy", policy,
                  "--server", f"http://127.0.0.1:{launch.free_port()}", "--out", tmp_path,

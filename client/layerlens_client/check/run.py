@@ -80,8 +80,20 @@ def local(model: Path, dataset: str, policy: Policy, out: Path, *,
         raise InputProblem(str(exc)) from exc
     except Exception as exc:
         raise InfrastructureProblem(f"the analysis failed: {type(exc).__name__}: {exc}") from exc
-    return Produced(report, lambda name: str((out / name).resolve()),
-                    str((out / "report.html").resolve()))
+    page = str((out / "report.html").resolve())
+    _refuse_failed_analyses(report, page)
+    return Produced(report, lambda name: str((out / name).resolve()), page)
+
+
+def _refuse_failed_analyses(report: dict[str, Any], page: str) -> None:
+    """As a remote job that ends failed: an analysis that failed on bad input is exit 2,
+    one that failed otherwise exit 3; the report of what finished is named."""
+    for kind, section in report.get("analyses", {}).items():
+        if isinstance(section, dict) and "failed" in section:
+            message = f"{kind} failed: {section['failed']}; the report of what finished: {page}"
+            if section.get("error_type") == "invalid_input":
+                raise InputProblem(message)
+            raise InfrastructureProblem(message)
 
 
 def read_report(path: Path, what: str) -> dict[str, Any]:
