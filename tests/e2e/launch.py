@@ -37,6 +37,30 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@contextmanager
+def moto_s3() -> Iterator[str]:
+    """An S3-compatible server (moto's; MinIO has no pip package) on a free port, with this
+    process's AWS credentials set for it meanwhile; yields its endpoint URL."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    env = {"AWS_ACCESS_KEY_ID": "layerlens", "AWS_SECRET_ACCESS_KEY": "layerlens-secret",
+           "AWS_DEFAULT_REGION": "us-east-1"}
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        server.stop()
+
+
 @dataclass
 class Service:
     """Running service processes; ``url`` is the API's base URL."""

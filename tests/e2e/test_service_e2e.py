@@ -48,26 +48,10 @@ def _require(reason: str | None) -> None:
 @pytest.fixture(scope="module")
 def s3_server() -> Iterator[dict[str, str]]:
     import boto3
-    from moto.server import ThreadedMotoServer
 
-    port = launch.free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    env = {"AWS_ACCESS_KEY_ID": "layerlens", "AWS_SECRET_ACCESS_KEY": "layerlens-secret",
-           "AWS_DEFAULT_REGION": "us-east-1"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    endpoint = f"http://127.0.0.1:{port}"
-    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="layerlens")
-    try:
+    with launch.moto_s3() as endpoint:
+        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="layerlens")
         yield {"storage_url": "s3://layerlens/e2e", "s3_endpoint_url": endpoint}
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        server.stop()
 
 
 @pytest.fixture(scope="module", params=["embedded", "production"])

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,17 +24,12 @@ from infra.s3_datasets import S3DatasetError, check_allowed, parse_ref
 from infra.storage import open_storage
 from layerlens_client.cli import main as layerlens_cli
 from service.app import create_app
+from tests.e2e import launch
 from tests.service.support import embedded_settings
 from workers.tasks import JobRun, WorkerContext
 
 BUCKETS = ("datasets", "shared/team-a", "ghost")  # ghost: no such bucket
 N, FEATURES, CLASSES = 60, 4, 3
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -59,36 +52,20 @@ def _npz() -> bytes:
 @pytest.fixture(scope="module")
 def s3() -> Iterator[S3Server]:
     import boto3
-    from moto.server import ThreadedMotoServer
 
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    env = {"AWS_ACCESS_KEY_ID": "layerlens", "AWS_SECRET_ACCESS_KEY": "layerlens-secret",
-           "AWS_DEFAULT_REGION": "us-east-1"}
-    saved = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)
-    endpoint = f"http://127.0.0.1:{port}"
-    client = boto3.session.Session().client("s3", endpoint_url=endpoint)
-    npz = _npz()
-    csv = b"a,b,label\n1,2,x\n3,4,y\n5,6,x\n7,8,y\n"
-    for bucket in ("datasets", "shared", "elsewhere"):
-        client.create_bucket(Bucket=bucket)
-    client.put_object(Bucket="datasets", Key="iris-like/train.npz", Body=npz)
-    client.put_object(Bucket="datasets", Key="table.csv", Body=csv)
-    client.put_object(Bucket="datasets", Key="empty.npz", Body=b"")
-    client.put_object(Bucket="shared", Key="team-a/data.npz", Body=npz)
-    client.put_object(Bucket="shared", Key="team-ab/data.npz", Body=npz)
-    client.put_object(Bucket="elsewhere", Key="data.npz", Body=npz)
-    try:
+    with launch.moto_s3() as endpoint:
+        client = boto3.session.Session().client("s3", endpoint_url=endpoint)
+        npz = _npz()
+        csv = b"a,b,label\n1,2,x\n3,4,y\n5,6,x\n7,8,y\n"
+        for bucket in ("datasets", "shared", "elsewhere"):
+            client.create_bucket(Bucket=bucket)
+        client.put_object(Bucket="datasets", Key="iris-like/train.npz", Body=npz)
+        client.put_object(Bucket="datasets", Key="table.csv", Body=csv)
+        client.put_object(Bucket="datasets", Key="empty.npz", Body=b"")
+        client.put_object(Bucket="shared", Key="team-a/data.npz", Body=npz)
+        client.put_object(Bucket="shared", Key="team-ab/data.npz", Body=npz)
+        client.put_object(Bucket="elsewhere", Key="data.npz", Body=npz)
         yield S3Server(endpoint, client, npz, csv)
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        server.stop()
 
 
 @pytest.fixture
@@ -152,7 +129,7 @@ def test_a_refused_reference_is_a_422_naming_the_problem(api, model_id, ref, nee
 
 
 def test_an_unreachable_object_store_is_a_503_with_retry_after(settings, model_id):
-    dead = replace(settings, s3_endpoint_url=f"http://127.0.0.1:{_free_port()}")
+    dead = replace(settings, s3_endpoint_url=f"http://127.0.0.1:{launch.free_port()}")
     with TestClient(create_app(dead)) as api:
         answer = _create(api, model_id, "s3://datasets/table.csv")
         assert answer.status_code == 503, answer.text
@@ -227,7 +204,7 @@ def test_an_unreachable_store_fails_the_job_as_dataset_unavailable(api, settings
                                                                     monkeypatch, sessions):
     job_id = _queued(api, model_id, "s3://datasets/table.csv")
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
-    dead = replace(settings, s3_endpoint_url=f"http://127.0.0.1:{_free_port()}")
+    dead = replace(settings, s3_endpoint_url=f"http://127.0.0.1:{launch.free_port()}")
     JobRun(WorkerContext(dead), job_id).run()
     with sessions() as session:
         job = session.get(Job, job_id)
