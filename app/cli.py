@@ -12,20 +12,18 @@ Exit status: 0 success, 2 bad input (one line on stderr, no traceback),
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from app.flags import add_option_flags, flag, options_from_args
 from layerlens.errors import InputError
 from layerlens.spec import kinds, load_spec_file, spec_from_names
-
-if TYPE_CHECKING:
-    from layerlens.data import Dataset
 
 EXIT_OK, EXIT_INTERNAL, EXIT_INPUT = 0, 1, 2
 
@@ -124,7 +122,9 @@ def _run_service(args: argparse.Namespace) -> int:
 
 
 def _run_analyze(args: argparse.Namespace) -> int:
-    from layerlens.analyze import analyze
+    """The analysis runs in a child process (:mod:`app.child`): a crash of the model's
+    runtime is one line and exit 1, not a bare signal."""
+    from app.child import ChildFailed, analyze_in_child
 
     if args.spec is not None:
         spec = load_spec_file(args.spec)
@@ -133,32 +133,43 @@ def _run_analyze(args: argparse.Namespace) -> int:
     else:
         spec = None  # every analysis
     options = options_from_args(args, spec)
+    if not args.model.is_file():
+        raise InputError(f"model file '{args.model}' does not exist")
     started = time.perf_counter()
-    dataset = _s3_dataset(args.dataset) if args.dataset.startswith("s3://") else args.dataset
-    report = analyze(args.model, dataset, args.out, options)
+    try:
+        with _local_dataset(args.dataset) as dataset_file:
+            report = analyze_in_child(args.model, args.dataset, dataset_file, args.out, options)
+    except ChildFailed as exc:
+        print(f"layerlens: error: {exc}", file=sys.stderr)
+        return EXIT_INTERNAL
     elapsed = time.perf_counter() - started
-    print(f"analysed {len(report.activations.layers)} layers of {args.model.name} on "
-          f"{report.dataset.ref} ({report.dataset.n_samples} samples) in {elapsed:.1f} s")
+    print(f"analysed {len(report['activations']['layers'])} layers of {args.model.name} on "
+          f"{report['dataset']['ref']} ({report['dataset']['n_samples']} samples) in "
+          f"{elapsed:.1f} s")
     print(f"report: {(args.out / 'report.html').resolve()}")
-    for warning in report.warnings:
-        where = warning.analysis + (f", layer {warning.layer}" if warning.layer else "")
-        print(f"layerlens: warning: {where} failed: {warning.message}", file=sys.stderr)
-    return _exit_status(report.analyses)
+    for warning in report["warnings"]:
+        where = warning["analysis"] + (f", layer {warning['layer']}" if warning["layer"] else "")
+        print(f"layerlens: warning: {where} failed: {warning['message']}", file=sys.stderr)
+    return _exit_status(report["analyses"])
 
 
-def _s3_dataset(ref: str) -> Dataset:
-    """An ``s3://bucket/key.npz|.csv`` object, downloaded into a temporary folder and read
-    (the engine reads local files only). The object store is LAYERLENS_S3_ENDPOINT_URL when
-    set, else boto3's own choice (AWS_ENDPOINT_URL, or AWS); credentials are boto3's."""
+@contextlib.contextmanager
+def _local_dataset(ref: str) -> Iterator[Path | None]:
+    """An ``s3://bucket/key.npz|.csv`` object downloaded into a temporary folder for the
+    analysis (the engine reads local files only); None for every other reference. The
+    object store is LAYERLENS_S3_ENDPOINT_URL when set, else boto3's own choice
+    (AWS_ENDPOINT_URL, or AWS); credentials are boto3's."""
+    if not ref.startswith("s3://"):
+        yield None
+        return
     from infra import s3_datasets
-    from layerlens.data.resolve import load_dataset_file
 
     found = s3_datasets.parse_ref(ref)
     s3 = s3_datasets.client(os.environ.get("LAYERLENS_S3_ENDPOINT_URL", ""))
     with tempfile.TemporaryDirectory(prefix="layerlens-dataset-") as folder:
         path = Path(folder) / f"dataset{found.suffix}"
         s3_datasets.download(s3, found, path)
-        return load_dataset_file(path, ref)
+        yield path
 
 
 def _exit_status(sections: dict[str, Any]) -> int:

@@ -84,7 +84,8 @@ def _analyze(job_file: Path) -> dict[str, Any]:
     """Run ``layerlens.analyze`` as the job file says.
 
     Job file: ``{"model": path, "model_name": the name messages use,
-    "dataset": {"ref": str, "file": path | null},
+    "dataset": {"ref": str, "file": path | null, "allow_local": bool (the command line's
+    local paths; a worker's job never)},
     "out": dir, "options": the job options (:class:`layerlens.options.JobOptions`)}``.
     """
     from layerlens.analyze import analyze
@@ -95,7 +96,7 @@ def _analyze(job_file: Path) -> dict[str, Any]:
     job = json.loads(job_file.read_text())
     source = job["dataset"]
     data = (load_dataset_file(Path(source["file"]), source["ref"]) if source.get("file")
-            else resolve_dataset(source["ref"], allow_local=False))
+            else resolve_dataset(source["ref"], allow_local=bool(source.get("allow_local"))))
     options = JobOptions.parse(job["options"])
     options = within_address_space(options, resource.getrlimit(resource.RLIMIT_AS)[0])
 
@@ -131,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             keep_freed_memory_for_reuse()
             result = _analyze(args.job_file)
     except InputError as exc:
-        emit("error", message=str(exc), reason="invalid_input")
+        emit("error", message=str(exc), reason="invalid_input", options=list(exc.options))
         return 2
     except MemoryError:
         emit("error", message="the analysis ran out of memory (the job's memory limit)",
