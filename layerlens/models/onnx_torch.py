@@ -5,8 +5,9 @@ an ONNX model's values with respect to its input, but onnxruntime only runs
 forward passes. Ready-made converters such as onnx2torch depend on
 torchvision, which has no CPU build here. :class:`OnnxTorchGraph` therefore
 interprets the graph node by node, mapping each operator to differentiable
-torch calls, and :func:`unsupported_operators` tells beforehand whether a
-model can be interpreted at all.
+torch calls. Availability is per value: a node it cannot run (listed by
+:func:`unsupported_operators`) makes only the values computed from it
+unavailable, and evaluating a value runs only the nodes it depends on.
 
 Every operator is one small function ``fn(attrs, inputs) -> outputs``
 registered in ``_OPS``; attribute values an operator does not implement are
@@ -20,6 +21,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import reduce
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -28,7 +30,12 @@ import torch
 import torch.nn.functional as F
 from onnx import helper, numpy_helper
 
-from layerlens.errors import GradientUnavailableError, InputError, LayerSelectionError
+from layerlens.errors import (
+    GradientUnavailableError,
+    InputError,
+    LayerSelectionError,
+    one_line,
+)
 
 _DEFAULT_DOMAINS = ("", "ai.onnx")
 
@@ -69,11 +76,14 @@ class _Attrs:
         Opset version of the default domain.
     n_outputs : int
         Number of outputs the node declares, omitted trailing ones excluded.
+    n_inputs : int
+        Number of inputs the node gives, omitted trailing ones excluded.
     """
 
     values: Mapping[str, Any]
     opset: int
     n_outputs: int
+    n_inputs: int = 0
 
     def get(self, name: str, default: Any = None) -> Any:
         return self.values.get(name, default)
@@ -206,6 +216,23 @@ def _dropout(attrs: _Attrs, inputs: _Inputs) -> torch.Tensor | tuple[torch.Tenso
         return x
     return x, torch.ones_like(x, dtype=torch.bool)
 
+
+
+def _is_inf(attrs: _Attrs, inputs: _Inputs) -> torch.Tensor:
+    x = inputs[0]
+    positive, negative = attrs.get("detect_positive", 1), attrs.get("detect_negative", 1)
+    found = torch.zeros_like(x, dtype=torch.bool)
+    if positive:
+        found = found | torch.isposinf(x)
+    if negative:
+        found = found | torch.isneginf(x)
+    return found
+
+
+def _mod(attrs: _Attrs, inputs: _Inputs) -> torch.Tensor:
+    """``fmod=1``: the sign of the dividend (C fmod); else that of the divisor (Python %)."""
+    a, b = inputs
+    return torch.fmod(a, b) if attrs.get("fmod", 0) else torch.remainder(a, b)
 
 # ---------------------------------------------------------------- convolution and pooling
 
@@ -384,6 +411,91 @@ def _softmax(fn: Callable[[torch.Tensor, int], torch.Tensor]) -> _Op:
     return op
 
 
+
+def _stash(x: torch.Tensor, attrs: _Attrs) -> torch.Tensor:
+    """``x`` in the precision normalisation statistics are computed in (``stash_type``)."""
+    wanted = _TORCH_DTYPES.get(attrs.get("stash_type", onnx.TensorProto.FLOAT), x.dtype)
+    return x.to(wanted) if wanted.is_floating_point else x
+
+
+def _group_norm(attrs: _Attrs, inputs: _Inputs) -> torch.Tensor:
+    """GroupNormalization; before opset 21 ``scale`` and ``bias`` hold one value per group."""
+    x, scale, bias = inputs
+    groups = attrs.get("num_groups")
+    if attrs.opset < 21:
+        per_group = x.shape[1] // groups
+        scale, bias = scale.repeat_interleave(per_group), bias.repeat_interleave(per_group)
+    y = F.group_norm(_stash(x, attrs), groups, eps=attrs.get("epsilon", 1e-5)).to(x.dtype)
+    channels = (1, -1, *[1] * (x.dim() - 2))
+    return y * scale.reshape(channels) + bias.reshape(channels)
+
+
+def _rms_norm(attrs: _Attrs, inputs: _Inputs) -> torch.Tensor:
+    """RMSNormalization (opset 23): ``x / sqrt(mean(x^2) + eps) * scale`` over axes >= axis."""
+    x, scale = inputs
+    axes = tuple(range(attrs.get("axis", -1) % x.dim(), x.dim()))
+    stashed = _stash(x, attrs)
+    inv_rms = torch.rsqrt(stashed.square().mean(axes, keepdim=True) + attrs.get("epsilon", 1e-5))
+    return (stashed * inv_rms).to(x.dtype) * scale
+
+
+def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """(B, L, heads * E) -> (B, heads, L, E)."""
+    return x.reshape(x.shape[0], x.shape[1], heads, -1).transpose(1, 2)
+
+
+def _attention_bias(attrs: _Attrs, mask: torch.Tensor | None, past: int,
+                    q: torch.Tensor, kv_length: int) -> torch.Tensor:
+    """Additive bias broadcastable to (B, heads, L, S): the mask (boolean, True = attend,
+    or additive) plus, with ``is_causal``, -inf above the diagonal shifted right by the
+    ``past`` cached positions."""
+    bias = q.new_zeros((q.shape[2], kv_length))
+    if mask is not None:
+        if mask.dtype == torch.bool:
+            mask = torch.zeros_like(mask, dtype=q.dtype).masked_fill(~mask, -math.inf)
+        bias = bias + mask
+    if attrs.get("is_causal", 0):
+        allowed = torch.ones_like(bias, dtype=torch.bool).tril(past)
+        bias = bias.masked_fill(~allowed, -math.inf)
+    return bias
+
+
+def _attention(attrs: _Attrs, inputs: _Inputs) -> tuple[torch.Tensor, ...]:
+    """Attention (opset 23): softmax(scale * Q K^T + bias) V over heads, 3-D or 4-D inputs,
+    grouped-query (K/V heads repeated), past key/value caches, softcap.
+
+    Returns Y (shaped like Q's layout), present_key and present_value (B, kv_heads, S, E).
+    """
+    q, k, v, mask, past_key, past_value = _with_optional(inputs, 6)
+    rank = q.dim()
+    if rank == 3:
+        q = _split_heads(q, attrs.get("q_num_heads"))
+        k = _split_heads(k, attrs.get("kv_num_heads"))
+        v = _split_heads(v, attrs.get("kv_num_heads"))
+    past = 0 if past_key is None else past_key.shape[2]
+    if past_key is not None:
+        k, v = torch.cat([past_key, k], dim=2), torch.cat([past_value, v], dim=2)
+    present_key, present_value = k, v
+    bias = _attention_bias(attrs, mask, past, q, k.shape[2])
+    if q.shape[1] != k.shape[1]:
+        repeats = q.shape[1] // k.shape[1]
+        k, v = k.repeat_interleave(repeats, dim=1), v.repeat_interleave(repeats, dim=1)
+    scale = attrs.get("scale", 1.0 / math.sqrt(q.shape[-1]))
+    scores = (q @ k.transpose(-1, -2)) * scale
+    softcap = attrs.get("softcap", 0.0)
+    if softcap > 0:
+        scores = softcap * torch.tanh(scores / softcap)
+    # A query that may attend to no key at all gets zero weights, not NaN (nor NaN gradients).
+    blocked = torch.isneginf(bias.amax(-1, keepdim=True))
+    bias = bias.masked_fill(blocked, 0.0)
+    precision = _TORCH_DTYPES.get(attrs.get("softmax_precision"), scores.dtype)
+    probs = torch.softmax((scores + bias).to(precision), dim=-1).to(q.dtype)
+    probs = probs.masked_fill(blocked, 0.0)
+    y = probs @ v
+    if rank == 3:
+        y = y.transpose(1, 2).reshape(y.shape[0], y.shape[2], -1)
+    return y, present_key, present_value
+
 # ---------------------------------------------------------------- shapes and indexing
 
 
@@ -525,6 +637,47 @@ def _pad(attrs: _Attrs, inputs: _Inputs) -> torch.Tensor:
     return x
 
 
+
+def _gather_elements(attrs: _Attrs, inputs: _Inputs) -> torch.Tensor:
+    x, indices = inputs
+    axis = attrs.get("axis", 0) % x.dim()
+    return torch.gather(x, axis, torch.where(indices < 0, indices + x.shape[axis], indices).long())
+
+
+def _gather_nd(attrs: _Attrs, inputs: _Inputs) -> torch.Tensor:
+    """GatherND: the last axis of ``indices`` (size k) indexes axes b..b+k-1 of ``x``, the
+    first b = ``batch_dims`` axes being shared by ``x`` and ``indices``."""
+    x, indices = inputs
+    batch_dims = attrs.get("batch_dims", 0)
+    depth = indices.shape[-1]
+    batch = math.prod(x.shape[:batch_dims])
+    flat = x.reshape(batch, *x.shape[batch_dims:])
+    index = indices.reshape(batch, -1, depth).long()
+    sizes = torch.tensor(flat.shape[1 : 1 + depth], device=index.device)
+    index = torch.where(index < 0, index + sizes, index)
+    rows = torch.arange(batch, device=index.device).reshape(batch, 1).expand(index.shape[:2])
+    picked = flat[(rows, *index.unbind(-1))]
+    return picked.reshape(*indices.shape[:-1], *x.shape[batch_dims + depth :])
+
+
+def _trilu(attrs: _Attrs, inputs: _Inputs) -> torch.Tensor:
+    x, k = _with_optional(inputs, 2)
+    diagonal = 0 if k is None else int(k.item())
+    return torch.triu(x, diagonal) if attrs.get("upper", 1) else torch.tril(x, diagonal)
+
+
+def _cumsum(attrs: _Attrs, inputs: _Inputs) -> torch.Tensor:
+    """CumSum along the axis held by the second input; ``exclusive`` shifts by one,
+    ``reverse`` sums from the end."""
+    x, axis_tensor = inputs
+    axis = int(axis_tensor.item()) % x.dim()
+    reverse = attrs.get("reverse", 0)
+    y = torch.cumsum(x.flip(axis) if reverse else x, axis, dtype=x.dtype)
+    if attrs.get("exclusive", 0):
+        y = torch.cat([torch.zeros_like(y.narrow(axis, 0, 1)),
+                       y.narrow(axis, 0, y.shape[axis] - 1)], dim=axis)
+    return y.flip(axis) if reverse else y
+
 # ---------------------------------------------------------------- reductions
 
 
@@ -640,6 +793,25 @@ def _resize(attrs: _Attrs, inputs: _Inputs) -> torch.Tensor:
     return x
 
 
+
+# ---------------------------------------------------------------- signal
+
+
+def _stft(attrs: _Attrs, inputs: _Inputs) -> torch.Tensor:
+    """STFT (opset 17): signal (B, L, 1) real or (B, L, 2) complex -> (B, frames, bins, 2),
+    frames of ``frame_length`` (default the window's length) every ``frame_step`` samples,
+    times the window; ``onesided`` keeps bins 0..frame_length // 2."""
+    signal, step, window, length = _with_optional(inputs, 4)
+    frame = int(length.item()) if length is not None else window.shape[0]
+    x = signal[..., 0] if signal.shape[-1] == 1 else torch.view_as_complex(signal.contiguous())
+    frames = x.unfold(1, frame, int(step.item()))
+    if window is not None:
+        frames = frames * window
+    spectrum = torch.fft.fft(frames, dim=-1)
+    if attrs.get("onesided", 1):
+        spectrum = spectrum[..., : frame // 2 + 1]
+    return torch.view_as_real(spectrum)
+
 # ---------------------------------------------------------------- operator table
 
 _OPS: dict[str, _Op] = {
@@ -648,6 +820,7 @@ _OPS: dict[str, _Op] = {
     "And": _binary(torch.logical_and),
     "ArgMax": _arg_reduce(torch.argmax),
     "ArgMin": _arg_reduce(torch.argmin),
+    "Attention": _attention,
     "AveragePool": _average_pool,
     "BatchNormalization": _batch_norm,
     "Cast": _cast,
@@ -658,6 +831,8 @@ _OPS: dict[str, _Op] = {
     "ConstantOfShape": _constant_of_shape,
     "Conv": _conv,
     "ConvTranspose": _conv_transpose,
+    "Cos": _unary(torch.cos),
+    "CumSum": _cumsum,
     "Div": _div,
     "Dropout": _dropout,
     "Einsum": _einsum,
@@ -669,16 +844,21 @@ _OPS: dict[str, _Op] = {
     "Flatten": _flatten,
     "Floor": _unary(torch.floor),
     "Gather": _gather,
+    "GatherElements": _gather_elements,
+    "GatherND": _gather_nd,
     "Gelu": lambda attrs, inputs: F.gelu(inputs[0], approximate=attrs.get("approximate", "none")),
     "Gemm": _gemm,
     "GlobalAveragePool": _unary(lambda x: x.mean(_spatial_axes(x), keepdim=True)),
     "GlobalMaxPool": _unary(lambda x: x.amax(_spatial_axes(x), keepdim=True)),
     "Greater": _binary(torch.gt),
     "GreaterOrEqual": _binary(torch.ge),
+    "GroupNormalization": _group_norm,
     "HardSigmoid": _hard_sigmoid,
     "HardSwish": _unary(F.hardswish),
     "Identity": _unary(lambda x: x),
     "InstanceNormalization": _instance_norm,
+    "IsInf": _is_inf,
+    "IsNaN": _unary(torch.isnan),
     "LayerNormalization": _layer_norm,
     "LeakyRelu": lambda attrs, inputs: F.leaky_relu(inputs[0], attrs.get("alpha", 0.01)),
     "Less": _binary(torch.lt),
@@ -691,6 +871,7 @@ _OPS: dict[str, _Op] = {
     "Mean": _mean,
     "Min": _variadic(torch.minimum),
     "Mish": _unary(F.mish),
+    "Mod": _mod,
     "Mul": _binary(torch.mul),
     "Neg": _unary(torch.neg),
     "Not": _unary(torch.logical_not),
@@ -700,17 +881,26 @@ _OPS: dict[str, _Op] = {
     "PRelu": _prelu,
     "Range": _range,
     "Reciprocal": _unary(torch.reciprocal),
+    "ReduceL1": _reduce(lambda x, axes, keepdim: x.abs().sum(axes, keepdim=keepdim)),
+    "ReduceL2": _reduce(lambda x, axes, keepdim: torch.linalg.vector_norm(x, 2, axes, keepdim)),
+    "ReduceLogSum": _reduce(lambda x, axes, keepdim: x.sum(axes, keepdim=keepdim).log()),
+    "ReduceLogSumExp": _reduce(lambda x, axes, keepdim: x.logsumexp(axes, keepdim=keepdim)),
     "ReduceMax": _reduce(lambda x, axes, keepdim: x.amax(axes, keepdim=keepdim)),
     "ReduceMean": _reduce(lambda x, axes, keepdim: x.mean(axes, keepdim=keepdim)),
     "ReduceMin": _reduce(lambda x, axes, keepdim: x.amin(axes, keepdim=keepdim)),
     "ReduceProd": _reduce(_product),
     "ReduceSum": _reduce(lambda x, axes, keepdim: x.sum(axes, keepdim=keepdim)),
+    "ReduceSumSquare": _reduce(lambda x, axes, keepdim: x.square().sum(axes, keepdim=keepdim)),
     "Relu": _unary(torch.relu),
     "Reshape": _reshape,
     "Resize": _resize,
+    "RMSNormalization": _rms_norm,
+    "Round": _unary(torch.round),
     "Selu": _selu,
     "Shape": _shape,
     "Sigmoid": _unary(torch.sigmoid),
+    "Sign": _unary(torch.sign),
+    "Sin": _unary(torch.sin),
     "Size": _size,
     "Slice": _slice,
     "Softmax": _softmax(torch.softmax),
@@ -719,11 +909,13 @@ _OPS: dict[str, _Op] = {
     "Split": _split,
     "Sqrt": _unary(torch.sqrt),
     "Squeeze": _squeeze,
+    "STFT": _stft,
     "Sub": _binary(torch.sub),
     "Sum": _variadic(torch.add),
     "Tanh": _unary(torch.tanh),
     "Tile": _tile,
     "Transpose": _transpose,
+    "Trilu": _trilu,
     "Unsqueeze": _unsqueeze,
     "Where": _where,
 }
@@ -800,8 +992,21 @@ def _check_pad(attrs: _Attrs) -> str | None:
     return None if mode == "constant" or mode in _PAD_INDEX else f"mode={mode}"
 
 
+def _check_attention(attrs: _Attrs) -> str | None:
+    if attrs.n_inputs > 6:
+        return "nonpad_kv_seqlen"
+    if attrs.n_outputs > 3:
+        return "qk_matmul_output"
+    windows = attrs.get("left_window_size", -1), attrs.get("right_window_size", -1)
+    if windows != (-1, -1):
+        return "sliding window"
+    precision = attrs.get("softmax_precision")
+    return f"softmax_precision={precision}" if precision not in (None, *_TORCH_DTYPES) else None
+
+
 # op_type -> attrs -> description of what is not implemented, or None when all is.
 _CHECKS: dict[str, Callable[[_Attrs], str | None]] = {
+    "Attention": _check_attention,
     "AveragePool": lambda attrs: "dilations" if set(attrs.get("dilations", [1])) != {1} else None,
     "BatchNormalization": _check_batch_norm,
     "Cast": _check_cast,
@@ -833,7 +1038,8 @@ def _node_attrs(node: onnx.NodeProto, opset: int) -> _Attrs:
             value = numpy_helper.to_array(value)
         values[attribute.name] = value
     named = [index for index, name in enumerate(node.output) if name]
-    return _Attrs(values, opset, named[-1] + 1 if named else 0)
+    given = [index for index, name in enumerate(node.input) if name]
+    return _Attrs(values, opset, named[-1] + 1 if named else 0, given[-1] + 1 if given else 0)
 
 
 def _unsupported_label(node: onnx.NodeProto, opset: int) -> str | None:
@@ -876,6 +1082,16 @@ def _release_schedule(steps: Sequence[_Step]) -> list[list[str]]:
     return schedule
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """What computing some values takes: the steps they depend on (graph order), the
+    values each of those steps is the last reader of, and the graph inputs they read."""
+
+    steps: list[_Step]
+    release_after: list[list[str]]
+    inputs: list[str]
+
+
 def unsupported_operators(model: onnx.ModelProto) -> list[str]:
     """Operators of the main graph that :class:`OnnxTorchGraph` cannot run.
 
@@ -902,66 +1118,140 @@ class OnnxTorchGraph(torch.nn.Module):
     """An ONNX graph evaluated with differentiable torch operations.
 
     Initializers and Constant tensors are registered buffers, so ``.to(device)``
-    moves them.
+    moves them. Evaluating some values runs only the nodes they depend on.
+    Nodes the interpreter cannot run (see :func:`unsupported_operators`) do not
+    stop the rest: the values computed from them are :attr:`unavailable`, with
+    the reason, as are the values :meth:`block` marks.
 
     Parameters
     ----------
     model : onnx.ModelProto
         The model; its main graph is interpreted.
-
-    Raises
-    ------
-    GradientUnavailableError
-        When :func:`unsupported_operators` lists anything; the message names it.
     """
 
     def __init__(self, model: onnx.ModelProto) -> None:
         super().__init__()
-        unsupported = unsupported_operators(model)
-        if unsupported:
-            raise GradientUnavailableError(
-                "ONNX operators or tensors without a torch implementation: "
-                + ", ".join(unsupported)
-            )
         opset = _default_opset(model)
         self._buffer_names: dict[str, str] = {}
+        blocked: dict[str, str] = {}
         for tensor in model.graph.initializer:
-            self._register_constant(tensor.name, numpy_helper.to_array(tensor))
+            label = _initializer_label(tensor)
+            if label is None:
+                self._register_constant(tensor.name, numpy_helper.to_array(tensor))
+            else:
+                blocked[tensor.name] = f"depends on {label}, which torch cannot hold"
         self._steps: list[_Step] = []
-        for node in model.graph.node:
+        # value -> the values computed by the nodes that read it (for reachability)
+        self._consumers: dict[str, list[str]] = {}
+        for index, node in enumerate(model.graph.node):
+            outputs = tuple(name for name in node.output if name)
+            for name in node.input:
+                if name:
+                    self._consumers.setdefault(name, []).extend(outputs)
+            label = _unsupported_label(node, opset)
+            if label is not None:
+                where = node.name or f"{node.op_type}_{index}"
+                reason = f"depends on ONNX node {where!r} ({label}), which has no torch version"
+                blocked.update(dict.fromkeys(outputs, reason))
+                continue
             attrs = _node_attrs(node, opset)
             if node.op_type == "Constant":
                 self._register_constant(node.output[0], _constant_array(attrs))
             else:
-                fn = _OPS[node.op_type]
-                step = _Step(
-                    node.name, node.op_type, fn, attrs, tuple(node.input), tuple(node.output)
-                )
-                self._steps.append(step)
+                self._steps.append(_Step(
+                    node.name or f"{node.op_type}_{index}", node.op_type, _OPS[node.op_type],
+                    attrs, tuple(node.input), tuple(node.output)))
         self._graph_inputs = [
             value.name for value in model.graph.input if value.name not in self._buffer_names
+            and value.name not in blocked
         ]
         self._producer = {
             name: index for index, step in enumerate(self._steps) for name in step.outputs if name
         }
-        self._release_after = _release_schedule(self._steps)
+        self._plans: dict[tuple[str, ...], _Plan] = {}
+        self._unavailable: dict[str, str] = {}
+        self.block(blocked)
 
     def _register_constant(self, name: str, array: np.ndarray) -> None:
         buffer = f"c{len(self._buffer_names)}_" + re.sub(r"\W", "_", name)
         self.register_buffer(buffer, _to_tensor(array))
         self._buffer_names[name] = buffer
 
+    @property
+    def unavailable(self) -> Mapping[str, str]:
+        """Value name -> why the torch path cannot compute it (read-only)."""
+        return MappingProxyType(self._unavailable)
+
+    def block(self, reasons: Mapping[str, str]) -> None:
+        """Mark each value, and every value computed from it, unavailable with its reason.
+
+        A value keeps the first reason it was given: the one nearest the graph's
+        inputs when ``reasons`` comes in graph order.
+        """
+        for value, reason in reasons.items():
+            pending = [value]
+            while pending:
+                name = pending.pop()
+                if name not in self._unavailable:
+                    self._unavailable[name] = reason
+                    pending.extend(self._consumers.get(name, ()))
+        self._plans.clear()
+
+    def _plan(self, outputs: tuple[str, ...]) -> _Plan:
+        """The steps ``outputs`` depend on; raises for unknown or unavailable values."""
+        plan = self._plans.get(outputs)
+        if plan is not None:
+            return plan
+        known = {*self._producer, *self._buffer_names, *self._graph_inputs, *self._unavailable}
+        unknown = [name for name in outputs if name not in known]
+        if unknown:
+            raise LayerSelectionError(f"no value named {', '.join(unknown)} in the ONNX graph")
+        for name in outputs:
+            if name in self._unavailable:
+                raise GradientUnavailableError(
+                    f"the torch path cannot compute {name!r}: {self._unavailable[name]}")
+        needed: set[int] = set()
+        inputs: set[str] = set()
+        pending, seen = list(outputs), set()
+        while pending:
+            name = pending.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            index = self._producer.get(name)
+            if index is None:
+                if name in self._graph_inputs:
+                    inputs.add(name)
+                continue
+            needed.add(index)
+            pending.extend(value for value in self._steps[index].inputs if value)
+        steps = [self._steps[index] for index in sorted(needed)]
+        plan = _Plan(steps, _release_schedule(steps),
+                     [name for name in self._graph_inputs if name in inputs])
+        self._plans[outputs] = plan
+        return plan
+
+    def _start(self, plan: _Plan, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The values a plan starts from: constants and the graph inputs."""
+        missing = [name for name in plan.inputs if name not in inputs]
+        if missing:
+            raise InputError(f"ONNX graph inputs not supplied: {', '.join(missing)}")
+        values = {name: self.get_buffer(buffer) for name, buffer in self._buffer_names.items()}
+        values.update(inputs)
+        return values
+
     def forward(
         self, inputs: dict[str, torch.Tensor], outputs: Sequence[str]
     ) -> list[torch.Tensor]:
-        """Evaluate the graph up to the last node that the requested values need.
+        """Evaluate the nodes the requested values depend on, and no others.
 
         Intermediate values are dropped as soon as no later node reads them.
 
         Parameters
         ----------
         inputs : dict of str to torch.Tensor
-            Graph input name -> tensor, batch first.
+            Graph input name -> tensor, batch first; those the requested values
+            depend on are required.
         outputs : sequence of str
             Names of the values to return: graph outputs, node outputs,
             inputs or initializers.
@@ -970,24 +1260,67 @@ class OnnxTorchGraph(torch.nn.Module):
         -------
         list of torch.Tensor
             The requested values, in the order requested.
+
+        Raises
+        ------
+        GradientUnavailableError
+            When a requested value is :attr:`unavailable`; the message says why.
         """
-        missing = [name for name in self._graph_inputs if name not in inputs]
-        if missing:
-            raise InputError(f"ONNX graph inputs not supplied: {', '.join(missing)}")
-        values = {name: self.get_buffer(buffer) for name, buffer in self._buffer_names.items()}
-        values.update(inputs)
-        wanted = list(outputs)
-        unknown = [name for name in wanted if name not in values and name not in self._producer]
-        if unknown:
-            raise LayerSelectionError(f"no value named {', '.join(unknown)} in the ONNX graph")
+        wanted = tuple(outputs)
+        plan = self._plan(wanted)
+        values = self._start(plan, inputs)
         keep = set(wanted)
-        last = max((self._producer.get(name, -1) for name in wanted), default=-1)
-        for index in range(last + 1):
-            self._run(self._steps[index], values)
-            for name in self._release_after[index]:
+        for step, released in zip(plan.steps, plan.release_after, strict=True):
+            self._run(step, values)
+            for name in released:
                 if name not in keep:
                     values.pop(name, None)
         return [values[name] for name in wanted]
+
+    def evaluate_locally(
+        self, inputs: dict[str, torch.Tensor], reference: Mapping[str, torch.Tensor]
+    ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+        """Each value of ``reference`` as its node computes it from the reference values.
+
+        Every node runs on the reference values of its inputs where ``reference``
+        has them (teacher forcing), so the difference between a value and its
+        reference is that node's own error, not one carried over, and possibly
+        amplified, from the nodes before it.
+
+        Parameters
+        ----------
+        inputs : dict of str to torch.Tensor
+            Graph input name -> tensor, batch first.
+        reference : mapping of str to torch.Tensor
+            Value name -> its value computed elsewhere (onnxruntime) on ``inputs``.
+            Unavailable values are skipped.
+
+        Returns
+        -------
+        computed : dict of str to torch.Tensor
+            Value name -> the value as the torch path computes it, for the values of
+            ``reference`` it could compute.
+        failures : dict of str to str
+            Value name -> why, for the values of nodes that raised.
+        """
+        plan = self._plan(tuple(name for name in reference if name not in self._unavailable))
+        values = self._start(plan, inputs)
+        computed: dict[str, torch.Tensor] = {}
+        failures: dict[str, str] = {}
+        for step in plan.steps:
+            if any(name and name not in values for name in step.inputs):
+                continue  # downstream of a failure
+            try:
+                self._run(step, values)
+            except Exception as error:
+                reason = f"the torch path fails at ONNX node {step.name!r}: {one_line(error)}"
+                failures.update(dict.fromkeys((name for name in step.outputs if name), reason))
+                continue
+            for name in step.outputs:
+                if name in reference and name in values:
+                    computed[name] = values[name]
+                    values[name] = reference[name].to(values[name].dtype)
+        return computed, failures
 
     @staticmethod
     def _run(step: _Step, values: dict[str, torch.Tensor]) -> None:
