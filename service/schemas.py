@@ -68,7 +68,7 @@ class LayerOut(BaseModel):
 class ModelOut(BaseModel):
     id: str
     sha256: str
-    format: Literal["onnx", "torchscript"]
+    format: Literal["onnx", "torchscript", "pt2"]
     name: str
     size_bytes: int
     input_shape: list[int]
