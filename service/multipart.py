@@ -1,8 +1,8 @@
-"""A streaming ``multipart/form-data`` reader: the file part goes straight to a spool file.
+"""A streaming ``multipart/form-data`` reader: file parts go straight to spool files.
 
-The body is never held in memory: each chunk is parsed as it arrives, the
-file part is hashed and written to disk, and a body over the size limit is
-refused with 413 as soon as it crosses the limit.
+The body is never held in memory: each chunk is parsed as it arrives, each
+file part is hashed and written to disk, and a body whose files together
+exceed the size limit is refused with 413 as soon as it crosses the limit.
 """
 
 from __future__ import annotations
@@ -21,19 +21,31 @@ MAX_FIELD_BYTES = 64 * 1024
 FORM_OVERHEAD = 1024 * 1024
 
 
+@dataclass(frozen=True)
+class FilePart:
+    """One file part: the name the client gave it, and its bytes spooled to disk."""
+
+    filename: str
+    spool: Spool
+
+
 @dataclass
 class Form:
-    """The parsed form: small text fields, and the one file part spooled to disk."""
+    """The parsed form: small text fields, and the file parts spooled to disk, in order."""
 
     fields: dict[str, str] = field(default_factory=dict)
-    file: Spool | None = None
-    filename: str = ""
+    files: list[FilePart] = field(default_factory=list)
+
+    def discard(self) -> None:
+        for part in self.files:
+            part.spool.discard()
 
 
 class _Reader:
-    def __init__(self, spool_dir: Path, limit: int, file_field: str) -> None:
+    def __init__(self, spool_dir: Path, limit: int, file_field: str, max_files: int) -> None:
         self.form = Form()
         self.spool_dir, self.limit, self.file_field = spool_dir, limit, file_field
+        self.max_files = max_files
         self._header_field = b""
         self._header_value = b""
         self._headers: dict[bytes, bytes] = {}
@@ -58,16 +70,19 @@ class _Reader:
         _, options = parse_options_header(self._headers.get(b"content-disposition", b""))
         self._name = options.get(b"name", b"").decode("utf-8", "replace")
         if self._name == self.file_field and b"filename" in options:
-            if self.form.file is not None:
-                raise Problem(422, f"send exactly one '{self.file_field}' part")
-            self.form.filename = options[b"filename"].decode("utf-8", "replace")
-            self.form.file = Spool(self.spool_dir, self.limit)
+            if len(self.form.files) == self.max_files:
+                raise Problem(422, f"send exactly one '{self.file_field}' part"
+                              if self.max_files == 1 else
+                              f"send at most {self.max_files} '{self.file_field}' parts (a "
+                              ".zip or .tar of the folder holds any number of files)")
+            used = sum(part.spool.size for part in self.form.files)
+            filename = options[b"filename"].decode("utf-8", "replace")
+            self.form.files.append(FilePart(filename, Spool(self.spool_dir, self.limit - used)))
             self._to_file = True
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
         if self._to_file:
-            assert self.form.file is not None
-            self.form.file.write(data[start:end])
+            self.form.files[-1].spool.write(data[start:end])
             return
         self._buffer += data[start:end]
         if len(self._buffer) > MAX_FIELD_BYTES:
@@ -79,8 +94,9 @@ class _Reader:
 
 
 async def read_form(request: Request, *, spool_dir: Path, limit: int,
-                    file_field: str = "file") -> Form:
-    """Parse the request body; the caller owns (and must finish or discard) ``form.file``."""
+                    file_field: str = "file", max_files: int = 1) -> Form:
+    """Parse the request body: 1 to ``max_files`` file parts that take ``limit`` bytes
+    together. The caller owns (and must finish or discard) the spools of ``form.files``."""
     content_type, options = parse_options_header(request.headers.get("content-type", ""))
     if content_type != b"multipart/form-data" or b"boundary" not in options:
         raise Problem(415, "send the upload as multipart/form-data with a "
@@ -89,7 +105,7 @@ async def read_form(request: Request, *, spool_dir: Path, limit: int,
     if declared is not None and declared.isdigit() and int(declared) > limit + FORM_OVERHEAD:
         raise Problem(413, f"the upload ({declared} bytes) exceeds the limit of {limit} bytes",
                       limit_bytes=limit)
-    reader = _Reader(spool_dir, limit, file_field)
+    reader = _Reader(spool_dir, limit, file_field, max_files)
     callbacks = {name: getattr(reader, name) for name in dir(reader) if name.startswith("on_")}
     parser = MultipartParser(options[b"boundary"], callbacks=callbacks)  # type: ignore[arg-type]
     try:
@@ -97,23 +113,18 @@ async def read_form(request: Request, *, spool_dir: Path, limit: int,
             parser.write(chunk)
         parser.finalize()
     except TooLarge as exc:
-        _discard(reader.form)
+        reader.form.discard()
         raise Problem(413, f"the upload exceeds the limit of {limit} bytes",
                       limit_bytes=limit) from exc
     except ClientDisconnect:
-        _discard(reader.form)
+        reader.form.discard()
         raise
     except Problem:
-        _discard(reader.form)
+        reader.form.discard()
         raise
     except Exception as exc:  # the parser's own errors: a malformed body
-        _discard(reader.form)
+        reader.form.discard()
         raise Problem(400, f"malformed multipart body: {exc}") from exc
-    if reader.form.file is None:
+    if not reader.form.files:
         raise Problem(422, f"the form has no '{file_field}' file part")
     return reader.form
-
-
-def _discard(form: Form) -> None:
-    if form.file is not None:
-        form.file.discard()

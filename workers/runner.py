@@ -8,7 +8,8 @@ is a crash.
 
 Commands
 --------
-inspect-model PATH [--input-shape C,H,W] [--name NAME]   format, input shape and layers
+inspect-model PATH [--input-shape C,H,W] [--name NAME] [--max-bytes N]
+                                            format, input shape and layers
 inspect-dataset PATH --ref NAME             n_samples, x_shape, n_classes
 analyze JOB.json                            the report folder (see ``_analyze``)
 
@@ -54,12 +55,17 @@ def _ints(text: str | None) -> tuple[int, ...] | None:
 
 
 def _inspect_model(path: Path, input_shape: tuple[int, ...] | None,
-                   name: str | None = None) -> dict[str, Any]:
+                   name: str | None = None, max_bytes: int | None = None) -> dict[str, Any]:
+    """``max_bytes``: most the model may take with its external data (an upload's limit);
+    its data files come inside the upload, never from beside it."""
     from layerlens.models import load_model
+    from layerlens.models.onnx_files import MAX_MODEL_BYTES
     from layerlens.models.sniff import sniff_format
 
     try:
-        model = load_model(path, input_shape=input_shape, device="cpu", name=name)
+        model = load_model(path, input_shape=input_shape, device="cpu", name=name,
+                           max_bytes=min(max_bytes or MAX_MODEL_BYTES, MAX_MODEL_BYTES),
+                           data_beside=False)
     except ShapeMismatchError as exc:
         if input_shape is None and sniff_format(path.read_bytes(),
                                                 name or path.name) == "torchscript":
@@ -115,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     model.add_argument("path", type=Path)
     model.add_argument("--input-shape")
     model.add_argument("--name", help="the file's name in messages (as it was uploaded)")
+    model.add_argument("--max-bytes", type=int,
+                       help="most the model may take with its external data, expanded")
     dataset = commands.add_parser("inspect-dataset")
     dataset.add_argument("path", type=Path)
     dataset.add_argument("--ref", required=True)
@@ -123,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "inspect-model":
-            result = _inspect_model(args.path, _ints(args.input_shape), args.name)
+            result = _inspect_model(args.path, _ints(args.input_shape), args.name,
+                                    args.max_bytes)
         elif args.command == "inspect-dataset":
             result = _inspect_dataset(args.path, args.ref)
         else:

@@ -75,10 +75,13 @@ class WorkerContext:
 
 def inspect_model(ctx: WorkerContext, model_id: str) -> None:
     """Open the uploaded model in a child process; record its format and layers, or why not.
-    Its messages name the file as it was uploaded (``row.name``), not the scratch file."""
+    Its messages name the file as it was uploaded (``row.name``), not the scratch file. An
+    ONNX export folder (a zip, a tar, or the tar the API made of several file parts) may
+    expand to no more than an upload may take."""
     def args(row: Any, path: Path) -> list[str]:
         shape = ["--input-shape", ",".join(map(str, row.input_shape))] if row.input_shape else []
-        return ["inspect-model", str(path), *shape, f"--name={row.name}"]
+        return ["inspect-model", str(path), *shape, f"--name={row.name}",
+                f"--max-bytes={ctx.settings.max_upload_bytes}"]
 
     _inspect(ctx, Model, model_id, "model.bin", args, ("format", "input_shape", "layers"))
 

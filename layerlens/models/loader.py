@@ -10,8 +10,9 @@ import torch
 
 from layerlens.errors import InputError, ModelFormatError, ShapeMismatchError
 from layerlens.models.base import InputSpec, ProbedModel
+from layerlens.models.onnx_files import MAX_MODEL_BYTES, read_onnx
 from layerlens.models.onnx_model import OnnxModel, onnx_input
-from layerlens.models.sniff import parse_onnx, sniff_format
+from layerlens.models.sniff import sniff_format
 from layerlens.models.torchscript_model import TorchScriptModel, load_torchscript_module
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -82,6 +83,8 @@ def load_model(
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     name: str | None = None,
+    max_bytes: int = MAX_MODEL_BYTES,
+    data_beside: bool = True,
 ) -> ProbedModel:
     """Load an ONNX model or TorchScript archive as a :class:`ProbedModel`.
 
@@ -96,6 +99,13 @@ def load_model(
     mean, std : optional per-channel normalisation ``(x - mean) / std``.
     name : the file's name in messages (default the name on disk; a service passes the
         name the file was uploaded as).
+    max_bytes : most an ONNX model may take with its external data (bytes; an archive's
+        entries expanded).
+    data_beside : read an ONNX file's external data from the file's own folder (the
+        command line); False for an upload, whose data files come inside it.
+
+    ``path`` may also be a zip or tar of an ONNX export folder
+    (:mod:`layerlens.models.onnx_files`).
     """
     path = Path(path)
     label = f"model file '{name or path.name}'"
@@ -111,7 +121,8 @@ def load_model(
     candidates = [tuple(int(d) for d in s) for s in sample_shapes]
 
     if sniff_format(data, label) == "onnx":
-        proto = parse_onnx(data, label)
+        proto, sha256 = read_onnx(path, data, label, max_bytes=max_bytes,
+                                  data_beside=data_beside)
         _, dtype, declared = onnx_input(proto)
         shape = _onnx_shape(declared, explicit, candidates)
         return OnnxModel(proto, sha256=sha256, input_spec=_spec(shape, dtype, mean, std),
@@ -126,10 +137,17 @@ def load_model(
     first_error: ShapeMismatchError | None = None
     for shape in tried:
         try:
-            return TorchScriptModel(module, sha256=sha256, device=device,
-                                    input_spec=_spec(shape, "float32", mean, std))
+            model = TorchScriptModel(module, sha256=sha256, device=device,
+                                     input_spec=_spec(shape, "float32", mean, std))
         except ShapeMismatchError as exc:
             first_error = first_error or exc
+            continue
+        if not model.layers:
+            raise ModelFormatError(
+                f"{label} has no layers: layerlens lists the outputs of a TorchScript model's "
+                "submodules, and found none to capture (modules called only inside if or "
+                "loop bodies are not listed); wrap the computation in submodules")
+        return model
     assert first_error is not None
     if len(tried) > 1:
         raise ShapeMismatchError(f"{first_error} (tried sample shapes {tried})",

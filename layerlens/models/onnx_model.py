@@ -1,13 +1,18 @@
 """ONNX adapter: onnxruntime for fast capture, a torch interpreter for gradients.
 
-Layers are node outputs that are float tensors and depend on the model input
-(constants and shape arithmetic are not layers), named by node name. Capture
-adds the wanted values as extra graph outputs of an onnxruntime session, so
-all of them come out of ONE forward pass. At load, both paths run on a small
-batch and must agree on every layer.
+Layers are values that depend on the model input and are float tensors with a batch
+axis (constants, shape arithmetic and non-tensor outputs such as skl2onnx's ZipMap are
+not layers): module outputs named by module path where the file records it, otherwise
+node outputs named by node name (:mod:`layerlens.models.onnx_names`). Capture adds the
+wanted values as extra graph outputs of an onnxruntime session, so all of them come out
+of ONE forward pass. At load, both paths run on a small batch and must agree on every
+layer.
 
-A model exported with a fixed batch size (``[1, 3, 224, 224]`` is common) runs
-in chunks of that size on both paths; the last chunk is padded and trimmed.
+A model exported with a fixed batch size (``[1, 3, 224, 224]`` is common; torch's
+default exporter fixes the example's) is probed with exactly that many samples and runs
+in chunks of that size on both paths; the last chunk is padded and trimmed. An If with a
+constant condition is replaced by its branch; values inside other control flow are not
+layers (:mod:`layerlens.models.onnx_control_flow`).
 """
 
 from __future__ import annotations
@@ -29,6 +34,13 @@ from layerlens.errors import (
     is_allocation_failure,
 )
 from layerlens.models.base import InputSpec, LayerInfo, ProbedModel
+from layerlens.models.onnx_control_flow import (
+    CONTROL_FLOW,
+    inline_constant_ifs,
+    node_reads,
+    subgraphs,
+)
+from layerlens.models.onnx_names import MASK_OUTPUTS, NamedValue, module_layers, node_layers
 from layerlens.models.onnx_torch import OnnxTorchGraph
 
 _FLOAT_TYPES = {
@@ -37,17 +49,20 @@ _FLOAT_TYPES = {
     onnx.TensorProto.DOUBLE: "float64",
 }
 _Batch = TypeVar("_Batch", np.ndarray, torch.Tensor)
-#: Operators whose outputs after the first are masks, not activations.
-_MASK_OUTPUTS = {"Dropout"}
+#: Samples the load check runs when the batch axis is free.
+_PROBE_SAMPLES = 2
 #: Largest relative disagreement (max |ort - torch| / max |ort|) tolerated at load.
 AGREEMENT_RTOL = 1e-3
 
 
 @dataclass(frozen=True)
-class _Candidate:
-    name: str
-    op: str
-    value: str
+class _Graph:
+    """What the top-level nodes read, which depend on the input, and the values they give
+    that may be layers (input-dependent, not known to be non-tensors), in graph order."""
+
+    reads: list[set[str]]
+    dependent: set[int]
+    values: list[str]
 
 
 def onnx_input(model: onnx.ModelProto) -> tuple[str, str, tuple[int | None, ...]]:
@@ -84,26 +99,59 @@ def _input_signature(model: onnx.ModelProto) -> tuple[str, str, tuple[int | None
     return value.name, _FLOAT_TYPES[elem_type], shape, batch
 
 
-def _layer_candidates(model: onnx.ModelProto, input_name: str) -> list[_Candidate]:
-    """Node outputs that depend on the input, in graph (topological) order."""
-    dependent = {input_name}
-    candidates: list[_Candidate] = []
-    used_names: set[str] = set()
+def _value_types(model: onnx.ModelProto) -> dict[str, str]:
+    """``value -> "tensor_type" | "sequence_type" | ...`` where declared or inferred."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model).graph
+    except Exception:  # shape inference is a best effort here
+        inferred = model.graph
+    infos = [*model.graph.input, *model.graph.output, *model.graph.value_info,
+             *inferred.value_info]
+    return {info.name: str(info.type.WhichOneof("value")) for info in infos
+            if info.type.WhichOneof("value")}
+
+
+def _graph(model: onnx.ModelProto, input_name: str) -> _Graph:
+    """Input dependence (through subgraphs too) and the candidate values of ``model``."""
+    types = _value_types(model)
+    dependent_values = {input_name}
+    reads: list[set[str]] = []
+    dependent: set[int] = set()
+    values: list[str] = []
     for index, node in enumerate(model.graph.node):
-        if not any(name in dependent for name in node.input):
+        reads.append(node_reads(node))
+        if not reads[-1] & dependent_values:
             continue
+        dependent.add(index)
         outputs = [name for name in node.output if name]
-        dependent.update(outputs)
-        if node.op_type in _MASK_OUTPUTS:  # a mask (float before opset 12), not an activation
+        dependent_values.update(outputs)
+        if node.op_type in MASK_OUTPUTS:  # a mask (float before opset 12), not an activation
             outputs = outputs[:1]
-        base = node.name or f"{node.op_type}_{index}"
-        for k, value in enumerate(outputs):
-            name = base if len(outputs) == 1 else f"{base}:{k}"
-            while name in used_names:
-                name += "_"
-            used_names.add(name)
-            candidates.append(_Candidate(name, node.op_type, value))
-    return candidates
+        values += [name for name in outputs if types.get(name, "tensor_type") == "tensor_type"]
+    return _Graph(reads, dependent, values)
+
+
+def _layers(model: onnx.ModelProto, graph: _Graph, capturable: list[str]) -> list[NamedValue]:
+    """Module outputs by module path where the file records it, else node outputs by node
+    name; refuses a model without layers, or whose layers all sit inside control flow."""
+    named = module_layers(model, graph.reads, graph.dependent, capturable) or \
+        node_layers(model, capturable)
+    producer = {value: node for node in model.graph.node for value in node.output}
+    flow = [node for index, node in enumerate(model.graph.node)
+            if index in graph.dependent and node.op_type in CONTROL_FLOW
+            and any(sub.node for sub in subgraphs(node))]
+    if flow and all(producer[layer.value].op_type in CONTROL_FLOW for layer in named):
+        node = flow[0]
+        raise ModelFormatError(
+            f"the ONNX model's layers sit inside control flow ({node.op_type} node "
+            f"'{node.name or node.output[0]}', whose branches or body depend on the input), "
+            "where onnxruntime cannot return them; layerlens captures values outside control "
+            "flow, and If nodes with a constant condition")
+    if not named:
+        raise ModelFormatError(
+            "the ONNX model has no layers: no node output is a float tensor computed from "
+            "the input with the batch axis first")
+    return named
 
 
 def _with_outputs(model: onnx.ModelProto, values: Sequence[str]) -> onnx.ModelProto:
@@ -146,20 +194,20 @@ class OnnxModel(ProbedModel):
 
     def __init__(self, model: onnx.ModelProto, *, sha256: str, input_spec: InputSpec,
                  device: str) -> None:
+        model = inline_constant_ifs(model)
         self._model = model
         self._input_name, _, _, self._fixed_batch = _input_signature(model)
         self._providers = _providers(device)
         self._sessions: dict[tuple[str, ...], ort.InferenceSession] = {}
-        candidates = _layer_candidates(model, self._input_name)
-        probe = np.random.default_rng(0).standard_normal((2, *input_spec.shape))
+        graph = _graph(model, self._input_name)
+        samples = self._fixed_batch or _PROBE_SAMPLES
+        probe = np.random.default_rng(0).standard_normal((samples, *input_spec.shape))
         probe = probe.astype(input_spec.dtype)
-        self._values = {c.name: c.value for c in candidates}
-        probed = self._probe(probe, candidates, input_spec)
-        layers = [
-            LayerInfo(c.name, c.op, probed[c.name].shape[1:]) for c in candidates
-            if c.name in probed
-        ]
-        self._values = {layer.name: self._values[layer.name] for layer in layers}
+        probed = self._probe(probe, graph.values, input_spec)
+        named = _layers(model, graph, [value for value in graph.values if value in probed])
+        layers = [LayerInfo(n.name, n.op, probed[n.value].shape[1:]) for n in named]
+        self._values = {n.name: n.value for n in named}
+        probed = {n.name: probed[n.value] for n in named}
         super().__init__(format="onnx", sha256=sha256, input_spec=input_spec, layers=layers,
                          device=device)
         self._torch_graph: OnnxTorchGraph | None = None
@@ -170,11 +218,14 @@ class OnnxModel(ProbedModel):
         if self._torch_graph is not None:
             self._check_agreement(probe, {name: probed[name] for name in self.layer_names})
 
-    def _probe(self, x: np.ndarray, candidates: Sequence[_Candidate],
+    def _probe(self, x: np.ndarray, values: Sequence[str],
                spec: InputSpec) -> dict[str, np.ndarray]:
-        """Run onnxruntime once on ``x``; keep float outputs with a batch axis."""
+        """Run onnxruntime once on ``x``; keep the float ``values`` with a batch axis."""
+        if not values:
+            raise ModelFormatError("the ONNX model has no layers: no node output depends on "
+                                   "the input")
         try:
-            outputs = self.capture(x, [c.name for c in candidates])
+            outputs = self._run(x, values)
         except Exception as exc:
             if is_allocation_failure(exc):
                 raise MemoryError(f"onnxruntime ran out of memory: {exc}") from exc
@@ -222,14 +273,18 @@ class OnnxModel(ProbedModel):
         return self._session(tuple(out.name for out in self._model.graph.output))
 
     def capture(self, x: np.ndarray, layers: Sequence[str]) -> dict[str, np.ndarray]:
-        values = tuple(dict.fromkeys(self._values[name] for name in layers))
+        by_value = self._run(x, [self._values[name] for name in layers])
+        return {name: by_value[self._values[name]] for name in layers}
+
+    def _run(self, x: np.ndarray, wanted: Sequence[str]) -> dict[str, np.ndarray]:
+        """onnxruntime's values ``wanted`` for the batch ``x``, by value name."""
+        values = tuple(dict.fromkeys(wanted))
         session = self._session(values)
         chunks = [session.run(list(values), {self._input_name: chunk})
                   for chunk in self._chunks(x, np.concatenate)]
         outputs = [self._join([_as_float32(p) for p in parts], np.concatenate, len(x))
                    for parts in zip(*chunks, strict=True)]
-        by_value = dict(zip(values, outputs, strict=True))
-        return {name: by_value[self._values[name]] for name in layers}
+        return dict(zip(values, outputs, strict=True))
 
     def _capture_torch(self, x: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:
         assert self._torch_graph is not None

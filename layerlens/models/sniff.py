@@ -3,8 +3,10 @@
 A TorchScript archive is a zip whose single top folder holds ``code/`` and
 ``constants.pkl``; a ``torch.save`` file is a pickle (bare or zipped) that
 can run arbitrary code when loaded, so it is refused before anything is
-unpickled. Everything else must parse as an ONNX ``ModelProto`` and pass the
-ONNX checker, with no external data.
+unpickled. A zip holding a ``.onnx`` file, or an uncompressed tar, is an ONNX
+export folder (the model with its external data, read by
+:mod:`layerlens.models.onnx_files`). Everything else must parse as an ONNX
+``ModelProto`` (:func:`layerlens.models.onnx_files.parse_onnx`).
 """
 
 from __future__ import annotations
@@ -12,12 +14,10 @@ from __future__ import annotations
 import io
 import zipfile
 
-import onnx
-from google.protobuf.message import DecodeError
-
 from layerlens.errors import ModelFormatError
 
 _PICKLE_PROTOCOL_2_PLUS = b"\x80"
+_GZIP = b"\x1f\x8b"
 _TORCH_SAVE_HINT = (
     "export it with torch.jit.script(model) or torch.jit.trace(model, example) and "
     "torch.jit.save, or to ONNX with torch.onnx.export"
@@ -40,7 +40,8 @@ def check_torchscript_archive(data: bytes, label: str) -> None:
     roots = {name.split("/", 1)[0] for name in names}
     unsafe = [n for n in names if n.startswith("/") or ".." in n.split("/")]
     if len(roots) != 1 or unsafe:
-        raise ModelFormatError(f"{label} is a zip archive but not a TorchScript archive")
+        raise ModelFormatError(f"{label} is a zip archive but not a TorchScript archive, nor "
+                               "an ONNX export folder (no .onnx file)")
     expanded = sum(info.file_size for info in archive.infolist())
     if expanded > len(data) + EXPANSION_ALLOWANCE:
         raise ModelFormatError(
@@ -52,55 +53,45 @@ def check_torchscript_archive(data: bytes, label: str) -> None:
     if not (has_code and has_constants):
         what = "a torch.save archive" if f"{root}/data.pkl" in names else "a zip archive"
         raise ModelFormatError(
-            f"{label} is {what}, not a TorchScript archive (it was not unpickled); "
-            + _TORCH_SAVE_HINT
+            f"{label} is {what}, not a TorchScript archive nor an ONNX export folder (it was "
+            "not unpickled); " + _TORCH_SAVE_HINT
         )
 
 
-def parse_onnx(data: bytes, label: str) -> onnx.ModelProto:
-    """Parse and check an ONNX model held in memory; refuse external data."""
+def is_zip(data: bytes) -> bool:
+    return data[:4] == b"PK\x03\x04"
+
+
+def is_tar(data: bytes) -> bool:
+    """A POSIX (ustar, PAX or GNU) tar archive."""
+    return data[257:262] == b"ustar"
+
+
+def _onnx_folder_zip(data: bytes) -> bool:
+    """A zip that holds a ``.onnx`` file and is not laid out as TorchScript."""
     try:
-        model = onnx.load_model_from_string(data)
-    except (DecodeError, ValueError, RuntimeError) as exc:
-        raise ModelFormatError(
-            f"{label} is neither an ONNX model nor a TorchScript archive ({exc})"
-        ) from exc
-    graph = model.graph
-    if not graph.node or not graph.output or not model.opset_import:
-        raise ModelFormatError(
-            f"{label} is neither an ONNX model nor a TorchScript archive "
-            "(no graph nodes, outputs or opset)"
-        )
-    for tensor in onnx.external_data_helper._get_all_tensors(model):
-        if tensor.data_location == onnx.TensorProto.EXTERNAL:
-            raise ModelFormatError(
-                f"{label} stores tensor '{tensor.name}' as external data; "
-                "layerlens accepts self-contained ONNX files only"
-            )
-    try:
-        onnx.checker.check_model(model)
-    except onnx.checker.ValidationError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise ModelFormatError(f"{label} fails the ONNX checker: {first}") from exc
-    float_outputs = [
-        out for out in graph.output
-        if out.type.tensor_type.elem_type
-        in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE)
-    ]
-    if not float_outputs:
-        raise ModelFormatError(
-            f"{label} has no float outputs; layerlens analyses networks with float outputs"
-        )
-    return model
+        names = zipfile.ZipFile(io.BytesIO(data)).namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
+    torchscript = any(name.endswith("/constants.pkl") for name in names)
+    return not torchscript and any(name.lower().endswith(".onnx") for name in names)
 
 
 def sniff_format(data: bytes, label: str) -> str:
-    """``"torchscript"`` or ``"onnx"``, judged from the bytes; raises on anything else."""
+    """``"torchscript"`` or ``"onnx"`` (a model file, or a zip or tar of an ONNX export
+    folder), judged from the bytes; raises on anything else."""
     if not data:
         raise ModelFormatError(f"{label} is empty")
-    if data[:4] == b"PK\x03\x04":
+    if is_zip(data):
+        if _onnx_folder_zip(data):
+            return "onnx"
         check_torchscript_archive(data, label)
         return "torchscript"
+    if is_tar(data):
+        return "onnx"
+    if data[:2] == _GZIP:
+        raise ModelFormatError(f"{label} is gzip-compressed; send the export folder as a "
+                               ".zip or an uncompressed .tar")
     if data[:1] == _PICKLE_PROTOCOL_2_PLUS:
         raise ModelFormatError(
             f"{label} is a Python pickle (torch.save), not a TorchScript archive "

@@ -4,12 +4,20 @@ The API stores the bytes (content-addressed) and never opens them: a worker
 inspects the file in a child process while the request waits, then the
 route answers 201 with what the worker found, or 422 with why the file was
 refused.
+
+A model may come as several ``file`` parts (an ONNX model and its external data
+files): the API stores them as ONE blob, the normalised tar of the parts under
+their file names (:mod:`layerlens.models.bundle`), whose sha256 is the one
+``layerlens analyze`` reports for the same files; the engine reads the model and
+its data from that tar, as from a ``.zip`` or ``.tar`` of the export folder
+uploaded as one part (stored as it came).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -19,11 +27,12 @@ from sqlalchemy import delete, select
 
 from infra.db.models import Dataset, Model
 from infra.queue import INSPECT_DATASET, INSPECT_MODEL
-from infra.storage import StoredBlob
+from infra.storage import Spool, StoredBlob
+from layerlens.models.bundle import write_tar
 from service import pagination
 from service.auth import Tenant
 from service.context import ServiceContext, context
-from service.multipart import Form, read_form
+from service.multipart import FORM_OVERHEAD, Form, read_form
 from service.problems import Problem, documented
 from service.routes.common import (
     checked_cursor,
@@ -39,6 +48,8 @@ Ctx = Annotated[ServiceContext, Depends(context)]
 INSPECT_POLL_S = 0.05
 MAX_INPUT_RANK = 8
 NAME_LENGTH = 255
+#: Most ``file`` parts of one model upload: an ONNX model and its external data files.
+MAX_MODEL_FILES = 64
 
 
 def _form(file_description: str, **fields: dict[str, Any]) -> dict[str, Any]:
@@ -90,24 +101,49 @@ def _input_shape(text: str | None) -> list[int] | None:
     return shape
 
 
-async def _store_upload(ctx: ServiceContext, request: Request) -> tuple[StoredBlob, Form]:
-    """Stream the form's file into storage; the blob's address and the form."""
+async def _store_upload(ctx: ServiceContext, request: Request, *,
+                        max_files: int = 1) -> tuple[StoredBlob, Form]:
+    """Stream the form's files into storage; the blob's address and the form. Several file
+    parts are stored as the normalised tar of them."""
     spool_dir = ctx.settings.data_dir / "spool"
-    form = await read_form(request, spool_dir=spool_dir, limit=ctx.settings.max_upload_bytes)
-    assert form.file is not None
-    blob = form.file.finish()
-    if blob.size_bytes == 0:
-        form.file.discard()
-        raise Problem(422, "the uploaded file is empty")
-    for field, value in {**form.fields, "filename": form.filename}.items():
-        if not storable(value):
-            form.file.discard()
-            raise Problem(422, f"the form's {field} {UNSTORABLE}")
+    form = await read_form(request, spool_dir=spool_dir, limit=ctx.settings.max_upload_bytes,
+                           max_files=max_files)
+    tar: Spool | None = None
     try:
-        await run_in_threadpool(ctx.storage.put_file, form.file.path, blob, move=True)
+        blobs = [part.spool.finish() for part in form.files]
+        for part, blob in zip(form.files, blobs, strict=True):
+            if blob.size_bytes == 0:
+                raise Problem(422, "the uploaded file is empty" if len(blobs) == 1 else
+                              f"the uploaded file '{part.filename}' is empty")
+        filenames = {f"filename '{part.filename}'": part.filename for part in form.files}
+        for field, value in {**form.fields, **filenames}.items():
+            if not storable(value):
+                raise Problem(422, f"the form's {field} {UNSTORABLE}")
+        path, blob = form.files[0].spool.path, blobs[0]
+        if len(form.files) > 1:
+            tar = await run_in_threadpool(_bundle, form, spool_dir)
+            path, blob = tar.path, tar.finish()
+        await run_in_threadpool(ctx.storage.put_file, path, blob, move=True)
     finally:
-        form.file.discard()
+        form.discard()
+        if tar is not None:
+            tar.discard()
     return blob, form
+
+
+def _bundle(form: Form, spool_dir: Path) -> Spool:
+    """The normalised tar of the form's file parts, under their file names."""
+    tar = Spool(spool_dir, sum(part.spool.size for part in form.files) + FORM_OVERHEAD)
+    try:
+        write_tar([(part.filename, part.spool.path) for part in form.files], tar)
+    except ValueError as exc:
+        tar.discard()
+        raise Problem(422, f"file part {exc}; name each part by its path in the model's "
+                           "folder") from exc
+    except BaseException:
+        tar.discard()
+        raise
+    return tar
 
 
 async def _await_inspection(ctx: ServiceContext, table: Any, item_id: str) -> Any:
@@ -139,14 +175,20 @@ async def _inspected(ctx: ServiceContext, table: Any, task: str, row: Any) -> An
 
 @router.post("/models", status_code=201, response_model=ModelOut, responses=_UPLOAD_RESPONSES,
              summary="Upload an ONNX or TorchScript model (multipart: file, name, input_shape)",
-             openapi_extra=_form("an ONNX or TorchScript file", input_shape={
+             openapi_extra=_form(
+                 "an ONNX or TorchScript file. An ONNX model with external data: one "
+                 f"'file' part per file (the .onnx and its data files, at most "
+                 f"{MAX_MODEL_FILES}, named by their paths in the export folder), or one "
+                 ".zip or .tar of the export folder", input_shape={
                  "type": "string", "examples": ["1,28,28"],
                  "description": "one sample's shape, comma-separated, no batch axis; needed "
                                 "when the file does not say"}))
 async def upload_model(request: Request, ctx: Ctx, tenant: Tenant) -> JSONResponse:
-    blob, form = await _store_upload(ctx, request)
+    blob, form = await _store_upload(ctx, request, max_files=MAX_MODEL_FILES)
     shape = _input_shape(form.fields.get("input_shape"))
-    name = (form.fields.get("name") or form.filename or "model")[:NAME_LENGTH]
+    filenames = [part.filename for part in form.files]
+    filename = next((f for f in filenames if f.lower().endswith(".onnx")), filenames[0])
+    name = (form.fields.get("name") or filename or "model")[:NAME_LENGTH]
 
     def create(session: Any) -> Model:
         known = session.scalars(select(Model).where(
@@ -223,9 +265,9 @@ def _dataset_format(filename: str, head: bytes) -> str:
                                  "label column"))
 async def upload_dataset(request: Request, ctx: Ctx, tenant: Tenant) -> JSONResponse:
     blob, form = await _store_upload(ctx, request)
-    assert form.file is not None
-    file_format = _dataset_format(form.filename, form.file.head)
-    name = (form.fields.get("name") or form.filename or "dataset")[:NAME_LENGTH]
+    upload = form.files[0]
+    file_format = _dataset_format(upload.filename, upload.spool.head)
+    name = (form.fields.get("name") or upload.filename or "dataset")[:NAME_LENGTH]
 
     def create(session: Any) -> Dataset:
         known = session.scalars(select(Dataset).where(
