@@ -1231,11 +1231,8 @@ class OnnxTorchGraph(torch.nn.Module):
         self._plans[outputs] = plan
         return plan
 
-    def _start(self, plan: _Plan, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """The values a plan starts from: constants and the graph inputs."""
-        missing = [name for name in plan.inputs if name not in inputs]
-        if missing:
-            raise InputError(f"ONNX graph inputs not supplied: {', '.join(missing)}")
+    def _initial(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The values evaluation starts from: constants and the given graph inputs."""
         values = {name: self.get_buffer(buffer) for name, buffer in self._buffer_names.items()}
         values.update(inputs)
         return values
@@ -1268,7 +1265,10 @@ class OnnxTorchGraph(torch.nn.Module):
         """
         wanted = tuple(outputs)
         plan = self._plan(wanted)
-        values = self._start(plan, inputs)
+        missing = [name for name in plan.inputs if name not in inputs]
+        if missing:
+            raise InputError(f"ONNX graph inputs not supplied: {', '.join(missing)}")
+        values = self._initial(inputs)
         keep = set(wanted)
         for step, released in zip(plan.steps, plan.release_after, strict=True):
             self._run(step, values)
@@ -1301,12 +1301,14 @@ class OnnxTorchGraph(torch.nn.Module):
             Value name -> the value as the torch path computes it, for the values of
             ``reference`` it could compute.
         failures : dict of str to str
-            Value name -> why, for the values of nodes that raised.
+            Value name -> why, for the graph inputs not supplied and the values of nodes
+            that raised.
         """
         plan = self._plan(tuple(name for name in reference if name not in self._unavailable))
-        values = self._start(plan, inputs)
+        failures = {name: f"ONNX graph input {name!r} is not supplied"
+                    for name in plan.inputs if name not in inputs}
+        values = self._initial(inputs)
         computed: dict[str, torch.Tensor] = {}
-        failures: dict[str, str] = {}
         for step in plan.steps:
             if any(name and name not in values for name in step.inputs):
                 continue  # downstream of a failure

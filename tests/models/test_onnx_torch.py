@@ -1393,22 +1393,26 @@ def test_blocking_a_value_blocks_what_is_computed_from_it() -> None:
 
 def test_local_evaluation_feeds_each_node_the_reference_values() -> None:
     """Teacher forcing: a reference value replaces the computed one for the nodes after it;
-    a node that raises is reported, and the nodes that need its output do not run."""
+    a node that raises and an input not supplied are reported, and the nodes that need
+    them do not run."""
     nodes = [
         node("Relu", ["x"], ["a"]),
         node("Neg", ["a"], ["b"]),
         node("Reshape", ["x", "bad_shape"], ["broken"], name="reshape"),
         node("Neg", ["broken"], ["after_broken"]),
+        node("Add", ["x", "mask"], ["masked"]),
     ]
-    graph = OnnxTorchGraph(_graph(13, nodes, {"x": _floats(2, 3)}, {"bad_shape": _int64s([7])}))
+    feeds = {"x": _floats(2, 3), "mask": _floats(2, 3)}
+    graph = OnnxTorchGraph(_graph(13, nodes, feeds, {"bad_shape": _int64s([7])}))
     x = torch.randn(2, 3)
     reference = {"a": torch.full((2, 3), 5.0), "b": torch.zeros(2, 3),
-                 "after_broken": torch.zeros(2, 3)}
+                 "after_broken": torch.zeros(2, 3), "masked": torch.zeros(2, 3)}
     computed, failures = graph.evaluate_locally({"x": x}, reference)
     torch.testing.assert_close(computed["a"], torch.relu(x))
     torch.testing.assert_close(computed["b"], torch.full((2, 3), -5.0))
-    assert set(computed) == {"a", "b"} and set(failures) == {"broken"}
+    assert set(computed) == {"a", "b"} and set(failures) == {"broken", "mask"}
     assert failures["broken"].startswith("the torch path fails at ONNX node 'reshape': ")
+    assert failures["mask"] == "ONNX graph input 'mask' is not supplied"
 
 
 def test_supported_model_lists_no_operators() -> None:
