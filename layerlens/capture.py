@@ -11,7 +11,8 @@ from layerlens.data import Dataset
 from layerlens.errors import ShapeMismatchError
 from layerlens.models.base import LayerInfo, ProbedModel
 from layerlens.options import DEFAULT_MAX_FEATURES, DEFAULT_MEMORY_BUDGET
-from layerlens.reduction import Reduction, plan_reductions
+from layerlens.reduction import Reduction, feature_map_layers, plan_reductions
+from layerlens.resolution import constant_at_resolution
 
 #: ``(step, total, metrics) -> stop?`` — called after each batch; True stops early.
 ProgressCallback = Callable[[int, int, dict[str, float]], bool | None]
@@ -44,12 +45,13 @@ class UnitStats:
         self.unit_max = high if self.unit_max is None else np.maximum(self.unit_max, high)
 
     def summary(self) -> dict[str, float]:
-        """``mean``, ``std`` over all values; ``dead_fraction``: units constant on every sample."""
+        """``mean``, ``std`` over all values; ``dead_fraction``: share of units constant over
+        the samples at float32 resolution (:func:`layerlens.resolution.constant_at_resolution`)."""
         assert self.unit_min is not None and self.unit_max is not None
         n_values = self.count * self.unit_min.size
         mean = self.total / n_values
         variance = max(self.total_sq / n_values - mean**2, 0.0)
-        dead = np.mean(self.unit_max - self.unit_min <= 1e-7 * (1.0 + np.abs(self.unit_max)))
+        dead = np.mean(constant_at_resolution(self.unit_min, self.unit_max))
         return {"mean": mean, "std": float(np.sqrt(variance)), "dead_fraction": float(dead)}
 
 
@@ -122,7 +124,8 @@ def capture_activations(
     _check_fit(model, dataset)
     chosen = list(model.layers if layers is None else layers)
     plan = plan_reductions(chosen, dataset.n_samples, memory_budget=memory_budget,
-                           max_features=max_features, seed=seed)
+                           max_features=max_features, seed=seed,
+                           feature_maps=feature_map_layers(model.layers))
     reducers = {name: reduction.make() for name, reduction in plan.items()}
     batch_size = fitting_batch_size(chosen, batch_size, memory_budget)
     names = [layer.name for layer in chosen]

@@ -1,16 +1,24 @@
-"""Keep captured activations within a memory budget.
+"""Keep captured activations within a memory budget, respecting each layer's layout.
 
-Large layers are reduced batch by batch while they are captured: a spatial
-map ``(C, H, W)`` by its spatial mean to ``(C,)``, any other layer by a
-seeded sparse random projection to at most ``max_features`` features, which
-preserves pairwise distances up to a small distortion (Johnson-Lindenstrauss;
-Li, Hastie & Church 2006). The plan reduces the largest layers first until
-the total fits.
+Large layers are reduced batch by batch while they are captured: a
+channels-first feature map ``(C, *spatial)`` by its mean over the spatial axes
+to ``(C,)``, any other layer by a seeded sparse random projection to at most
+``max_features`` features, which preserves pairwise distances up to a small
+distortion (Johnson-Lindenstrauss; Li, Hastie & Church 2006) and needs no
+layout. The plan reduces the largest layers first until the total fits.
+
+Which layers are feature maps (:func:`feature_map_layers`) is decided from what the
+probed model knows of a layer, its operator and its shape, never from the
+rank alone: a ``(L, D)`` sequence, a ``(T, vocab)`` softmax or ``(heads, L, L)``
+attention weights have rank 2 or 3 too, and a mean over their last axes
+would average the features away (over a softmax it is the constant
+``1 / vocab``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -22,6 +30,27 @@ from layerlens.models.base import LayerInfo
 from layerlens.options import DEFAULT_MAX_FEATURES, DEFAULT_MEMORY_BUDGET
 
 BYTES_PER_VALUE = 4  # activations are stored as float32
+
+#: Operators (ONNX) and module types (torch) whose output is a channels-first feature map:
+#: convolution, pooling, batch/instance/group normalisation, resampling. Case matters:
+#: transformers' ``Conv1D`` is a linear layer on ``(L, D)``, torch's ``Conv1d`` a convolution.
+_FEATURE_MAP_OPS = re.compile(
+    r"(Lazy)?Conv(Transpose)?[123]d|Conv|ConvTranspose|ConvInteger|QLinearConv|DeformConv"
+    r"|(Adaptive|Fractional)?(Max|Avg|LP)Pool[123]d|MaxUnpool[123]d"
+    r"|(Global)?(Max|Average|Lp)Pool|MaxUnpool|MaxRoiPool|QLinear(Global)?AveragePool"
+    r"|(Lazy)?(Batch|Instance)Norm[123]d|SyncBatchNorm|GroupNorm|LocalResponseNorm"
+    r"|BatchNormalization|InstanceNormalization|GroupNormalization|LRN"
+    r"|Upsample|Upsampling(Nearest|Bilinear)2d|Pixel(Un)?Shuffle|Resize|DepthToSpace"
+    r"|SpaceToDepth|Dropout[123]d")
+#: Operators whose output is not a feature map whatever its shape: they mix or reorder the
+#: last axes (matrix products, softmax, layer norm, attention, embeddings, recurrences,
+#: transposes and reshapes).
+_NOT_FEATURE_MAP_OPS = re.compile(
+    r"MatMul(Integer)?|QLinearMatMul|Gemm|(Lazy)?Linear|Bilinear"
+    r"|(Log)?Softmax|Softmin|Hardmax|(Simplified|Skip)?LayerNorm(alization)?"
+    r"|RMSNorm|(MultiHead)?Attention|Embedding(Bag)?"
+    r"|Gather(Elements|ND)?|Transpose|Permute|Reshape|Flatten|Unflatten|View|Squeeze"
+    r"|Unsqueeze|Einsum|LSTM|GRU|RNN|TopK|ArgMax|ArgMin|Reduce\w*", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -61,6 +90,45 @@ class _Projection:
 _Reducer = _SpatialMean | _Projection
 
 
+def feature_map_layers(layers: Sequence[LayerInfo]) -> set[str]:
+    """Names of the layers whose output is a channels-first feature map ``(C, *spatial)``.
+
+    The rule, in forward order: a layer of rank >= 2 is a feature map when its
+    operator makes one (convolution, pooling, batch/instance/group norm,
+    resampling: ``Conv``, ``MaxPool``, ``BatchNormalization``, ``Resize``;
+    ``Conv2d``, ``AvgPool2d``, ``BatchNorm2d``, ``Upsample``), or when its
+    operator is elementwise or unknown (``Relu``, ``Add``, a custom block) and
+    the nearest earlier layer with the same rank and trailing dimensions
+    ``shape[1:]`` is a feature map (layout passes through ``Relu`` and along a
+    channel ``Concat``). Never after a matrix product, softmax, layer norm,
+    attention, embedding, recurrence, transpose or reshape, and never a
+    vector ``(C,)`` or scalar ``()``.
+
+    Parameters
+    ----------
+    layers : sequence of LayerInfo
+        Every layer of the model, in forward order (a selection may miss the
+        convolution a ``Relu`` inherits its layout from).
+
+    Returns
+    -------
+    set of str
+    """
+    maps: set[str] = set()
+    for index, layer in enumerate(layers):
+        if len(layer.shape) < 2 or _NOT_FEATURE_MAP_OPS.fullmatch(layer.op):
+            continue
+        if _FEATURE_MAP_OPS.fullmatch(layer.op):
+            maps.add(layer.name)
+            continue
+        for earlier in reversed(layers[:index]):
+            if len(earlier.shape) == len(layer.shape) and earlier.shape[1:] == layer.shape[1:]:
+                if earlier.name in maps:
+                    maps.add(layer.name)
+                break
+    return maps
+
+
 def plan_reductions(
     layers: Sequence[LayerInfo],
     n_samples: int,
@@ -69,13 +137,16 @@ def plan_reductions(
     max_features: int = DEFAULT_MAX_FEATURES,
     spatial: Literal["mean", "projection"] = "mean",
     seed: int = 0,
+    feature_maps: Collection[str] | None = None,
 ) -> dict[str, Reduction]:
     """Reductions that bring ``n_samples`` x all layers' features under ``memory_budget`` bytes.
 
-    Layers are reduced largest first; spatial maps (rank >= 2) by their
-    spatial mean when ``spatial="mean"``, everything else (and spatial maps
-    when ``spatial="projection"``) by projection to ``max_features``.
+    Layers are reduced largest first; feature maps (``feature_maps``, default
+    :func:`feature_map_layers` of ``layers``) by their spatial mean when
+    ``spatial="mean"``, everything else (and feature maps when
+    ``spatial="projection"``) by projection to ``max_features``.
     """
+    maps = feature_map_layers(layers) if feature_maps is None else feature_maps
     if memory_budget <= 0 or max_features <= 0:
         raise InputError("memory_budget and max_features must be positive")
     features = {layer.name: layer.n_features for layer in layers}
@@ -87,7 +158,7 @@ def plan_reductions(
     for layer in sorted(layers, key=lambda lay: lay.n_features, reverse=True):
         if total() <= memory_budget:
             break
-        if spatial == "mean" and len(layer.shape) >= 2:
+        if spatial == "mean" and layer.name in maps:
             plan[layer.name] = Reduction("spatial_mean", layer.shape, layer.shape[0])
         elif layer.n_features > max_features:
             plan[layer.name] = Reduction("random_projection", layer.shape, max_features, seed)

@@ -357,3 +357,201 @@ def test_analyze_cnn_ksg_skips_wide_layers(cnn_files, digits, tmp_path: Path) ->
     assert run_on[-1]["I_TY"] > 1.5  # the 10 logits tell the digit
     html = (tmp_path / "report.html").read_text(encoding="utf-8")
     assert "skipped: ksg is for low-dimensional layers" in html
+
+
+# --------------------------------------------------------------------------- float32 resolution
+
+ULP_1 = 2.0**-23  # float32 spacing of values in [1, 2)
+
+
+def _softmax_mean(rng: np.random.Generator, n: int, vocab: int) -> np.ndarray:
+    """What a mean over the wrong axis made of a softmax: 1/vocab up to float32 rounding, (n, 1)."""
+    logits = torch.from_numpy(3 * rng.standard_normal((n, vocab)).astype(np.float32))
+    return torch.softmax(logits, dim=1).mean(dim=1, keepdim=True).numpy()
+
+
+def _identical_logits_softmax(rng: np.random.Generator, n: int, vocab: int) -> np.ndarray:
+    """Softmax over ``vocab`` identical logits + 1e-9 noise (float64), stored as float32."""
+    logits = torch.from_numpy(1e-9 * rng.standard_normal((n, vocab)))
+    return torch.softmax(logits, dim=1).numpy().astype(np.float32)
+
+
+def _constant_layers(rng: np.random.Generator, y: np.ndarray) -> dict[str, np.ndarray]:
+    n = len(y)
+    last_bit = np.where(y % 2 == 0, np.float32(0.3), np.nextafter(np.float32(0.3), np.float32(1)))
+    return {
+        "exactly constant": np.full((n, 3), -2.5, dtype=np.float32),
+        "identical-logit softmax, vocab 6625": _identical_logits_softmax(rng, n, 6625),
+        "softmax mean, vocab 20000": _softmax_mean(rng, n, 20000),
+        "last float32 bit follows the class": last_bit[:, None].astype(np.float32),
+    }
+
+
+@pytest.mark.parametrize("adaptive", [False, True])
+def test_a_layer_constant_at_float32_resolution_carries_zero_bits(
+        adaptive: bool, rng: np.random.Generator) -> None:
+    """I(X;T) = I(T;Y) = 0 bits (1e-12) and one symbol, for exact and rounding-only variation.
+
+    The rounding-only layers do vary (checked), so without the resolution rule their
+    observed-range bins would split the rounding noise: the softmax mean into many symbols
+    (I(X;T) near log2 N), the last-bit layer into the two classes (I(T;Y) = H(Y)).
+    """
+    y = rng.integers(0, 4, 300)
+    layers = _constant_layers(rng, y)
+    assert np.ptp(layers["softmax mean, vocab 20000"]) > 0
+    assert np.ptp(layers["last float32 bit follows the class"]) > 0
+    for n_bins in (2, 30, 1000):
+        results = mi.binning_information(list(layers.values()), y, n_bins=n_bins,
+                                         adaptive=adaptive)
+        for (name, values), result in zip(layers.items(), results, strict=True):
+            assert abs(result.i_xt) <= EXACT and abs(result.i_ty) <= EXACT, name
+            assert result.n_symbols == 1, name
+            assert result.constant_units == values.shape[1], name
+
+
+def test_kde_and_ksg_give_zero_on_layers_constant_at_float32_resolution(
+        rng: np.random.Generator) -> None:
+    """KDE (default noise: 0.1 x a variance of rounding noise) and KSG do not blow up: 0."""
+    y = rng.integers(0, 4, 300)
+    for name, values in _constant_layers(rng, y).items():
+        result = mi.kde_information(values, y)
+        assert result.i_xt == 0.0 and result.i_ty == 0.0, name
+        assert result.constant_units == values.shape[1], name
+        assert mi.ksg_label_mi(values[:, :4], y, jitter=1e-10) == 0.0, name
+
+
+def _levels(n: int, top: float) -> tuple[np.ndarray, np.ndarray]:
+    """One unit in [0, top]: 32 equally frequent levels m/32 x top, class = m // 8."""
+    levels = np.arange(n) % 32
+    return (levels * np.float32(top / 32)).astype(np.float32)[:, None], levels // 8
+
+
+@pytest.mark.parametrize("adaptive", [False, True])
+def test_an_informative_narrow_range_layer_keeps_its_information(adaptive: bool) -> None:
+    """Values in [0, 1e-6], 1e7 times their float32 resolution: 4 bins give the class exactly,
+    I(X;T) = I(T;Y) = H(Y) = 2 bits; 32 equal-width bins give each of the 32 levels, 5 bits."""
+    values, y = _levels(32 * 20, 1e-6)
+    assert float(mi.resolution(1e-6)) < 2e-10
+    (four,) = mi.binning_information([values], y, n_bins=4, adaptive=adaptive)
+    assert abs(four.i_xt - 2.0) <= EXACT and abs(four.i_ty - 2.0) <= EXACT
+    assert four.constant_units == 0
+    (fine,) = mi.binning_information([values], y, n_bins=32, adaptive=adaptive)
+    assert abs(fine.i_xt - 5.0) <= EXACT and abs(fine.i_ty - 2.0) <= EXACT
+    kde = mi.kde_information(values, y)
+    assert kde.constant_units == 0 and kde.i_ty > 1.0
+
+
+def _two_clusters(scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """One unit: 1 + k x scale for k in 0..200 and 2048..2248 (step 50); class = cluster."""
+    k = np.array([0, 50, 100, 150, 200, 2048, 2098, 2148, 2198, 2248] * 40)
+    return (1 + k * scale).astype(np.float32)[:, None], (k >= 2048).astype(int)
+
+
+@pytest.mark.parametrize("adaptive", [False, True])
+def test_no_bin_is_narrower_than_the_float32_resolution(adaptive: bool) -> None:
+    """Clusters 2048 float32 spacings apart, each 200 spacings wide, resolution 1024 spacings.
+
+    30 requested bins would be 75 spacings wide and split each cluster; bins of at least
+    the resolution leave one bin per cluster: I(X;T) = I(T;Y) = 1 bit exactly, one inner
+    edge. The same pattern spread 8192 times wider is resolved within the clusters.
+    """
+    values, y = _two_clusters(ULP_1)
+    assert float(mi.resolution(values.max())) == 1024 * ULP_1
+    (result,) = mi.binning_information([values], y, n_bins=30, adaptive=adaptive)
+    assert abs(result.i_xt - 1.0) <= EXACT and abs(result.i_ty - 1.0) <= EXACT
+    assert result.n_edges == 1 and result.constant_units == 0
+    (wide,) = mi.binning_information([_two_clusters(8192 * ULP_1)[0]], y, n_bins=30,
+                                     adaptive=adaptive)
+    assert wide.i_xt > 2.0
+
+
+@pytest.mark.parametrize("adaptive", [False, True])
+def test_a_unit_constant_at_resolution_counts_as_exactly_constant(
+        adaptive: bool, rng: np.random.Generator) -> None:
+    """[informative unit, softmax-mean unit] gives the same bits (1e-12) and symbols as
+    [informative unit, that unit's minimum everywhere]. Adaptive edges would otherwise fall
+    inside the rounding noise of the second unit, which holds half the pooled values."""
+    informative, y = _levels(32 * 10, 1.0)
+    noisy = _softmax_mean(rng, len(y), 20000)
+    assert np.ptp(noisy) > 0
+    both = np.hstack([informative, noisy])
+    exact = np.hstack([informative, np.full_like(noisy, noisy.min())])
+    for n_bins in (4, 30):
+        (pair,) = mi.binning_information([both], y, n_bins=n_bins, adaptive=adaptive)
+        (reference,) = mi.binning_information([exact], y, n_bins=n_bins, adaptive=adaptive)
+        assert abs(pair.i_xt - reference.i_xt) <= EXACT
+        assert abs(pair.i_ty - reference.i_ty) <= EXACT
+        assert pair.n_symbols == reference.n_symbols and pair.constant_units == 1
+    kde_pair, kde_exact = mi.kde_information(both, y), mi.kde_information(exact, y)
+    assert kde_pair.noise_variance == kde_exact.noise_variance
+    assert abs(kde_pair.i_xt - kde_exact.i_xt) <= EXACT
+
+
+class _VocabMean(nn.Module):
+    """A mean over the vocabulary axis: what a reduction over the wrong axis computes."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=-1, keepdim=True)
+
+
+class _VocabHeads(nn.Module):
+    """iris -> tanh hidden layer -> softmax over 2000 entries -> its mean (1/2000 up to
+    rounding); and a softmax over 2000 identical logits (exactly 1/2000)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hidden, self.act = nn.Linear(4, 8), nn.Tanh()
+        self.logits, self.probs, self.pooled = nn.Linear(8, 2000), nn.Softmax(dim=-1), _VocabMean()
+        self.flat, self.uniform = nn.Linear(8, 2000), nn.Softmax(dim=-1)
+        with torch.no_grad():
+            self.flat.weight.zero_()
+            self.flat.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.act(self.hidden(x))
+        return self.pooled(self.probs(self.logits(h))) + self.uniform(self.flat(h))
+
+
+@pytest.mark.parametrize("estimator", ["binning", "adaptive", "kde", "ksg"])
+def test_constant_layers_are_flagged_in_the_report(estimator: str, tmp_path: Path) -> None:
+    """The softmax mean and the uniform softmax read constant, 0 bits, dead_fraction 1.0."""
+    torch.manual_seed(0)
+    net = _VocabHeads().eval()
+    x = torch.from_numpy(resolve_dataset("builtin:iris").x.astype(np.float32))
+    with torch.no_grad():
+        pooled = net.pooled(net.probs(net.logits(net.act(net.hidden(x))))).numpy()
+    assert np.ptp(pooled) > 0  # rounding noise, a few float32 spacings of 1/2000
+    model = tmp_path / "heads.pt"
+    torch.jit.save(torch.jit.script(net), str(model))
+    report = analyze(model, "builtin:iris", tmp_path / "out", JobOptions(
+        input_shape=[4], analyses=parse_spec([{"kind": "mutual_information",
+                                               "estimator": estimator}])))
+    section = report.analyses["mutual_information"]
+    rows = {row["layer"]: row for row in section["layers"]}
+    for name in ("pooled", "uniform"):
+        assert rows[name]["constant"] and rows[name]["constant_units"] == rows[name]["n_features"]
+        assert rows[name]["I_TY"] == 0.0 and rows[name]["I_XT"] in (0.0, None)
+        assert not rows[name]["saturated"]
+    assert not rows["act"]["constant"] and rows["act"]["I_TY"] > 0.5
+    assert "float32 resolution" in section["note"]
+    dead = {layer.layer: layer.dead_fraction for layer in report.activations.layers}
+    assert dead["pooled"] == dead["uniform"] == 1.0 and dead["act"] == 0.0
+    html = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+    assert "constant</strong> at float32 resolution" in html
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("adaptive", [False, True])
+def test_float32_resolution_rule_is_the_same_on_cuda(adaptive: bool,
+                                                     rng: np.random.Generator) -> None:
+    """Same symbols (exact) and bits (1e-12) on CUDA as on the CPU for the resolution cases."""
+    y = rng.integers(0, 4, 300)
+    layers = list(_constant_layers(rng, y).values())
+    clusters, cluster_y = _two_clusters(ULP_1)
+    for values, labels in [*((v, y) for v in layers), (clusters, cluster_y)]:
+        (cpu,) = mi.binning_information([values], labels, adaptive=adaptive)
+        (cuda,) = mi.binning_information([values], labels, adaptive=adaptive, device="cuda")
+        assert cuda.n_symbols == cpu.n_symbols and cuda.n_edges == cpu.n_edges
+        assert abs(cuda.i_xt - cpu.i_xt) <= EXACT and abs(cuda.i_ty - cpu.i_ty) <= EXACT
+        assert cuda.constant_units == cpu.constant_units

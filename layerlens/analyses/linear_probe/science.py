@@ -32,6 +32,7 @@ import torch
 from layerlens.analyses.lbfgs import LBFGS_HISTORY, SOLVER_VECTORS, BatchedLBFGS
 from layerlens.capture import ProgressCallback
 from layerlens.errors import InputError
+from layerlens.resolution import constant_at_resolution
 
 #: L-BFGS iterations between two progress reports (and convergence checks).
 CHUNK_ITERATIONS = 25
@@ -89,14 +90,16 @@ def standardize(train: torch.Tensor, test: torch.Tensor) -> tuple[torch.Tensor, 
 
     Returns
     -------
-    train_z, test_z : same shapes. A feature constant on the train split
-        (std at most ``1e-6 (1 + |mean|)``, float32 noise included) is set to
-        0 in both: it carries no information a probe can fit, and dividing by
-        its vanishing std would amplify noise or give NaN.
+    train_z, test_z : same shapes. A feature constant on the train split at
+        float32 resolution (:func:`layerlens.resolution.constant_at_resolution`:
+        rounding noise included, a narrow range such as [0, 1e-6] excluded) is
+        set to 0 in both: it carries no information a probe can fit, and
+        dividing by its vanishing std would amplify noise or give NaN.
     """
     mean = train.mean(dim=0)
     std = (train - mean).square_().mean(dim=0).sqrt_()  # torch.std is ~5x slower on the CPU
-    constant = std <= 1e-6 * (1.0 + mean.abs())
+    constant = torch.from_numpy(constant_at_resolution(
+        train.amin(dim=0).cpu().numpy(), train.amax(dim=0).cpu().numpy())).to(train.device)
     scale = torch.where(constant, torch.ones_like(std), std)
     keep = (~constant).to(train.dtype)
     return (train - mean) / scale * keep, (test - mean) / scale * keep

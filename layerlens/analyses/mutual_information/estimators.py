@@ -14,6 +14,14 @@ checked against the projections themselves, so a key collision is detected
 and resolved exactly. Two different bin rows get the same projections with
 probability below ``2**-64`` per pair.
 
+Every estimator takes the values at float32 resolution
+(:mod:`layerlens.resolution`): a unit whose range over the samples is within
+``RESOLUTION_ULPS`` (1024) float32 spacings of its magnitude is set to its
+minimum (rounding noise is not information), so a layer whose every unit is
+constant carries exactly 0 bits; and no bin is narrower than the resolution
+of the values at its edges (equal width: fewer bins over a very narrow range;
+adaptive: edges too close to the previous one are dropped).
+
 Units: entropies and binned/KDE informations in bits; :func:`ksg_mi` and
 :func:`ksg_label_mi` return nats (as Kraskov et al. and Ross write them).
 
@@ -44,6 +52,7 @@ import numpy as np
 import torch
 
 from layerlens.errors import InputError
+from layerlens.resolution import constant_at_resolution, resolution
 
 BinRange = Literal["observed"] | tuple[float, float]
 #: ``(step, total, metrics) -> stop?``, called after each layer.
@@ -125,6 +134,48 @@ def _check_bin_range(bin_range: object) -> BinRange:
                      f"got {bin_range!r}")
 
 
+@dataclass(frozen=True)
+class _Resolved:
+    """A layer at float32 resolution: ``values`` (n, d) with every constant unit set to its
+    minimum, ``constant`` (d,) which units those are, ``low``/``high`` the extremes."""
+
+    values: torch.Tensor
+    constant: np.ndarray
+    low: float
+    high: float
+
+
+def _resolve(values: torch.Tensor) -> _Resolved:
+    """``values`` (n, d) with the units constant at float32 resolution made exactly constant."""
+    if values.shape[1] == 0:
+        return _Resolved(values, np.zeros(0, dtype=bool), 0.0, 0.0)
+    low = values.amin(dim=0)
+    unit_min = low.cpu().numpy().astype(np.float64)
+    unit_max = values.amax(dim=0).cpu().numpy().astype(np.float64)
+    constant = constant_at_resolution(unit_min, unit_max)
+    noisy = constant & (unit_max > unit_min)
+    if noisy.any():  # a new tensor: the caller's array may be shared with torch.as_tensor
+        values = torch.where(torch.from_numpy(noisy).to(values.device), low, values)
+    high = np.where(constant, unit_min, unit_max)
+    return _Resolved(values, constant, float(unit_min.min()), float(high.max()))
+
+
+def constant_units(values: np.ndarray) -> np.ndarray:
+    """Which units of a layer are constant over the samples at float32 resolution.
+
+    Parameters
+    ----------
+    values : ndarray, shape (n_samples, n_features)
+
+    Returns
+    -------
+    ndarray of bool, shape (n_features,)
+        See :func:`layerlens.resolution.constant_at_resolution`.
+    """
+    values = _layer(values)
+    return constant_at_resolution(values.min(axis=0), values.max(axis=0))
+
+
 def _mutual_information_from_partition(inverse: torch.Tensor, counts: torch.Tensor,
                                        y: torch.Tensor, n_classes: int,
                                        h_y: float) -> tuple[float, float]:
@@ -156,7 +207,10 @@ class BinnedInformation:
         Range the bins cover (equal width: observed or fixed range; adaptive:
         the smallest and largest value).
     n_edges : int
-        Distinct inner bin edges (adaptive edges coincide where many values tie).
+        Distinct inner bin edges (adaptive edges coincide where many values tie;
+        both kinds are fewer where bins would be narrower than the resolution).
+    constant_units : int
+        Units constant at float32 resolution (binned as one value each).
     """
 
     i_xt: float
@@ -165,6 +219,7 @@ class BinnedInformation:
     bin_lo: float
     bin_hi: float
     n_edges: int
+    constant_units: int
 
 
 def equal_width_bins(values: np.ndarray, *, n_bins: int = 30,
@@ -174,7 +229,8 @@ def equal_width_bins(values: np.ndarray, *, n_bins: int = 30,
     Parameters
     ----------
     values : ndarray, shape (n_samples, n_features)
-        One layer's activations; converted to float32.
+        One layer's activations; converted to float32, and every unit constant
+        at float32 resolution set to its minimum (module docstring).
     n_bins : int, default 30
     bin_range : "observed" or (lo, hi)
         ``observed``: ``[min, max]`` over all the layer's values (one range per
@@ -183,27 +239,34 @@ def equal_width_bins(values: np.ndarray, *, n_bins: int = 30,
     Returns
     -------
     ndarray, shape (n_samples, n_features), int64
-        ``clip(floor((v - lo) * s), 0, n_bins - 1)`` in float32 arithmetic with
-        ``s = float32(n_bins / (hi - lo))`` (``s = 0`` for a constant layer).
-        Doubling ``n_bins`` doubles ``s`` exactly, so the bins of ``2 n`` split
-        those of ``n``: the partitions are nested.
+        ``clip(floor((v - lo) * s), 0, b - 1)`` in float32 arithmetic with
+        ``s = float32(b / (hi - lo))`` (``s = 0`` for a constant layer), where
+        ``b = min(n_bins, floor((hi - lo) / r))`` (at least 1) and ``r`` is the
+        float32 resolution of the largest binned magnitude
+        (:func:`layerlens.resolution.resolution`): no bin is narrower than
+        ``r``. While ``b = n_bins``, doubling ``n_bins`` doubles ``s`` exactly,
+        so the bins of ``2 n`` split those of ``n``: the partitions are nested.
     """
-    values = _layer(values).astype(np.float32, copy=False)
-    lo, scale = _equal_width(values.min(), values.max(), _check_n_bins(n_bins),
-                             _check_bin_range(bin_range))
-    index = np.floor((values - np.float32(lo)) * np.float32(scale))
-    return np.clip(index, 0, n_bins - 1).astype(np.int64)
+    resolved = _resolve(torch.from_numpy(_layer(values).astype(np.float32)))
+    lo, scale, bins = _equal_width(resolved.low, resolved.high, _check_n_bins(n_bins),
+                                   _check_bin_range(bin_range))
+    index = np.floor((resolved.values.numpy() - np.float32(lo)) * np.float32(scale))
+    return np.clip(index, 0, bins - 1).astype(np.int64)
 
 
 def _equal_width(v_min: float, v_max: float, n_bins: int,
-                 bin_range: BinRange) -> tuple[float, float]:
-    """``(lo, scale)``, both exactly representable in float32."""
+                 bin_range: BinRange) -> tuple[float, float, int]:
+    """``(lo, scale, bins)``: ``lo`` and ``scale`` exactly representable in float32, and
+    ``bins <= n_bins`` so that no bin is narrower than the values' float32 resolution."""
     if bin_range == "observed":
         lo, hi = float(np.float32(v_min)), float(np.float32(v_max))
     else:
         lo, hi = float(np.float32(bin_range[0])), float(np.float32(bin_range[1]))
-    scale = float(np.float32(n_bins / (hi - lo))) if hi > lo else 0.0
-    return lo, scale
+    magnitude = max(abs(min(max(v, lo), hi)) for v in (v_min, v_max))
+    bins = math.floor(min(float(n_bins), (hi - lo) / float(resolution(magnitude))))
+    if bins < 2:
+        return lo, 0.0, 1
+    return lo, float(np.float32(bins / (hi - lo))), bins
 
 
 def rank_edges(values: np.ndarray | torch.Tensor, *, n_bins: int = 30) -> np.ndarray:
@@ -217,21 +280,41 @@ def rank_edges(values: np.ndarray | torch.Tensor, *, n_bins: int = 30) -> np.nda
 
     Returns
     -------
-    ndarray, shape (n_bins - 1,), float32
-        Inner edges ``e_k = s[floor(k M / n_bins)]``, ``k = 1..n_bins-1``,
-        where ``s`` are the ``M`` pooled values sorted. A value ``v`` falls in
-        bin ``#{k: e_k <= v}`` (``numpy.digitize``), so each bin holds about
-        ``M / n_bins`` values; tied values share a bin, so edges may coincide
-        and some bins stay empty (ReLU zeros).
+    ndarray, shape (at most n_bins - 1,), float32, increasing
+        Candidate edges ``e_k = s[floor(k M / n_bins)]``, ``k = 1..n_bins-1``,
+        where ``s`` are the ``M`` pooled values sorted; tied values give one
+        edge, and an edge is kept only when it lies at least the float32
+        resolution ``r`` (:func:`layerlens.resolution.resolution` of the larger
+        magnitude) above the previous kept edge (the first: above ``s[0]``). So
+        no bin between two edges is narrower than the values' resolution, and
+        values within ``r`` of each other are split by at most one edge. A
+        value ``v`` falls in bin ``#{k: e_k <= v}`` (``numpy.digitize``), so
+        each bin holds about ``M / n_bins`` values; tied values share a bin,
+        and some bins stay large (ReLU zeros).
     """
     n_bins = _check_n_bins(n_bins)
     if isinstance(values, torch.Tensor) and values.device.type != "cpu":
-        flat = values.reshape(-1)
+        flat = torch.sort(values.reshape(-1)).values
         ranks = torch.arange(1, n_bins, device=flat.device) * flat.numel() // n_bins
-        return torch.sort(flat).values[ranks].cpu().numpy().astype(np.float32)
-    pooled = np.asarray(values, dtype=np.float32).ravel()
-    positions = np.arange(1, n_bins) * pooled.size // n_bins
-    return np.partition(pooled, positions)[positions].astype(np.float32)
+        edges = flat[ranks].cpu().numpy().astype(np.float32)
+        low = float(flat[0])
+    else:
+        pooled = np.asarray(values, dtype=np.float32).ravel()
+        positions = np.arange(1, n_bins) * pooled.size // n_bins
+        edges = np.partition(pooled, positions)[positions].astype(np.float32)
+        low = float(pooled.min())
+    return _resolved_edges(edges, low)
+
+
+def _resolved_edges(edges: np.ndarray, low: float) -> np.ndarray:
+    """The distinct ``edges``, each kept at least one float32 resolution above the previous
+    kept one (the first: above ``low``)."""
+    kept: list[float] = []
+    for edge in np.unique(edges).tolist():
+        previous = kept[-1] if kept else low
+        if edge - previous >= float(resolution(max(abs(previous), abs(edge)))):
+            kept.append(edge)
+    return np.asarray(kept, dtype=np.float32)
 
 
 def _hash_weights(n_features: int, n_bins: int, generator: torch.Generator,
@@ -324,7 +407,9 @@ def binning_information(
     bin indices is a discrete symbol ``T``. With ``X`` the sample identity
     (``n`` equiprobable samples) ``I(X;T) = H(T)``, and
     ``I(T;Y) = H(T) + H(Y) - H(T,Y)``, all exact plug-in entropies over the
-    samples. Work is vectorised over samples and features on ``device``;
+    samples. Values are taken at float32 resolution (module docstring: units
+    constant up to rounding count as constant, no bin is narrower than the
+    resolution). Work is vectorised over samples and features on ``device``;
     the symbols are counted through exact integer projections (module
     docstring), and the counts equal those of ``numpy.unique(bins, axis=0)``.
 
@@ -376,24 +461,27 @@ def binning_information(
         if values.ndim != 2 or len(values) != n:
             raise InputError(f"layers[{step - 1}] must have shape ({n}, n_features), "
                              f"got {tuple(values.shape)}")
-        v_min, v_max = float(values.min()), float(values.max())  # NaN propagates to both
+        resolved = _resolve(values)
+        v_min, v_max = resolved.low, resolved.high  # NaN or infinity reaches one of them
         if not (math.isfinite(v_min) and math.isfinite(v_max)):
             raise InputError(f"layers[{step - 1}] contains NaN or infinite values")
+        values = resolved.values
         if adaptive:
             edges_np = rank_edges(values, n_bins=n_bins)
             edges = torch.from_numpy(edges_np).to(values.device)
-            n_edges, lo, hi = int(np.unique(edges_np).size), v_min, v_max
+            n_edges, lo, hi = len(edges_np), v_min, v_max
             binner = _edge_binner(edges)
         else:
-            lo, scale = _equal_width(v_min, v_max, n_bins, bin_range)
+            lo, scale, bins = _equal_width(v_min, v_max, n_bins, bin_range)
             hi = v_max if bin_range == "observed" else bin_range[1]
-            n_edges = n_bins - 1
-            binner = _equal_width_binner(lo, scale, n_bins)
+            n_edges = bins - 1
+            binner = _equal_width_binner(lo, scale, bins)
         weights, dtype = _hash_weights(values.shape[1], n_bins, generator)
         codes = _bin_codes(values, weights, dtype, binner)
         inverse, counts = _partition(codes, generator)
         h_t, i_ty = _mutual_information_from_partition(inverse, counts, y_t, n_classes, h_y)
-        results.append(BinnedInformation(h_t, i_ty, len(counts), float(lo), float(hi), n_edges))
+        results.append(BinnedInformation(h_t, i_ty, len(counts), float(lo), float(hi), n_edges,
+                                         int(resolved.constant.sum())))
         if progress is not None and progress(step, len(layers), {"I_XT": h_t, "I_TY": i_ty}):
             break
     return results
@@ -414,11 +502,14 @@ class KDEInformation:
         H(T+Z) - H(T+Z|Y) with the same bound per class, bits.
     noise_variance : float
         The variance of Z that was used (activation units squared).
+    constant_units : int
+        Units constant at float32 resolution (taken as exactly constant).
     """
 
     i_xt: float
     i_ty: float
     noise_variance: float
+    constant_units: int
 
 
 def default_noise_variance(values: np.ndarray, *, fraction: float = 0.1) -> float:
@@ -426,11 +517,12 @@ def default_noise_variance(values: np.ndarray, *, fraction: float = 0.1) -> floa
 
     Scale-free: multiplying a layer by ``c`` multiplies the noise variance by
     ``c**2``, so the KDE estimate is unchanged, as the true I(X;T) of a
-    deterministic network is unchanged by an invertible rescaling. For a
-    constant layer (total variance 0) it returns 1.0, any positive value
-    giving the same (zero) estimate.
+    deterministic network is unchanged by an invertible rescaling. Units
+    constant at float32 resolution count as constant (their rounding noise
+    would otherwise set the scale). For a constant layer (total variance 0)
+    it returns 1.0, any positive value giving the same (zero) estimate.
     """
-    values = _layer(values).astype(np.float64, copy=False)
+    values = _resolve(torch.as_tensor(_layer(values), dtype=torch.float64)).values.numpy()
     total = float(values.var(axis=0).sum())
     return fraction * total if total > 0 else 1.0
 
@@ -449,8 +541,10 @@ def kde_information(values: np.ndarray, y: np.ndarray, *, noise_variance: float 
     (nats, converted to bits). The same bound inside each class ``c`` (its
     ``n_c`` samples) bounds ``H(T+Z|Y=c) - H(Z)``, and
     ``I(T;Y) = H(T+Z) - \\sum_c (n_c/n) H(T+Z|Y=c)``. Identical points give 0,
-    points much farther apart than ``sigma`` give ``log2(n)``. Pairwise
-    squared distances are computed in float64 row blocks on ``device``.
+    points much farther apart than ``sigma`` give ``log2(n)``. Units constant
+    at float32 resolution are made exactly constant first, so a layer whose
+    every unit is constant gives exactly 0. Pairwise squared distances are
+    computed in float64 row blocks on ``device``.
 
     Parameters
     ----------
@@ -465,15 +559,18 @@ def kde_information(values: np.ndarray, y: np.ndarray, *, noise_variance: float 
     ----------
     Kolchinsky & Tracey (2017), Entropy 19(7) 361; Saxe et al. (2018), ICLR.
     """
-    values = _layer(values)
-    n = len(values)
+    resolved = _resolve(torch.as_tensor(_layer(values), dtype=torch.float64, device=device))
+    n = len(resolved.values)
     y_codes = _labels(y, n)
     if noise_variance is None:
-        noise_variance = default_noise_variance(values)
+        noise_variance = default_noise_variance(resolved.values.cpu().numpy())
     elif not (isinstance(noise_variance, int | float) and math.isfinite(noise_variance)
               and noise_variance > 0):
         raise InputError(f"noise_variance must be a positive number, got {noise_variance!r}")
-    t = torch.as_tensor(values, dtype=torch.float64, device=device)
+    n_constant = int(resolved.constant.sum())
+    if resolved.constant.all():
+        return KDEInformation(0.0, 0.0, float(noise_variance), n_constant)
+    t = resolved.values
     t = t - t.mean(dim=0)  # distances are translation invariant; centring limits cancellation
     sq = (t * t).sum(dim=1)
     labels = torch.from_numpy(y_codes).to(device)
@@ -492,7 +589,8 @@ def kde_information(values: np.ndarray, y: np.ndarray, *, noise_variance: float 
         lse_class[start:stop] = torch.logsumexp(logk, dim=1)
     i_xt = math.log(n) - float(lse_all.mean())
     i_ty = float((lse_class - log_class).mean()) - float(lse_all.mean()) + math.log(n)
-    return KDEInformation(max(i_xt, 0.0) / _LN2, i_ty / _LN2, float(noise_variance))
+    return KDEInformation(max(i_xt, 0.0) / _LN2, i_ty / _LN2, float(noise_variance),
+                          n_constant)
 
 
 # --------------------------------------------------------------------------- KSG
@@ -504,8 +602,11 @@ def _chebyshev(block: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
 
 
 def _continuous(values: np.ndarray, name: str, n: int | None, jitter: float, seed: int,
-                device: str) -> torch.Tensor:
-    values = _layer(values, name).astype(np.float64)
+                device: str) -> tuple[torch.Tensor, bool]:
+    """The variable at float32 resolution, jittered, as float64 on ``device``; and whether
+    every unit of it is constant (then it carries no information)."""
+    resolved = _resolve(torch.as_tensor(_layer(values, name), dtype=torch.float64))
+    values = resolved.values.numpy()
     if n is not None and len(values) != n:
         raise InputError(f"{name} must have {n} rows, like the other variable, got {len(values)}")
     if jitter < 0:
@@ -514,7 +615,7 @@ def _continuous(values: np.ndarray, name: str, n: int | None, jitter: float, see
         rng = np.random.default_rng(seed)
         scale = np.maximum(1.0, np.abs(values).mean(axis=0))
         values = values + jitter * scale * rng.standard_normal(values.shape)
-    return torch.as_tensor(values, device=device)
+    return torch.as_tensor(values, device=device), bool(resolved.constant.all())
 
 
 def _check_k(k: object, n: int) -> int:
@@ -533,8 +634,10 @@ def ksg_mi(a: np.ndarray, b: np.ndarray, *, k: int = 3, jitter: float = 0.0, see
     its ``k``-th neighbour in the joint space and :math:`n_a, n_b` count the
     other points strictly closer than :math:`\\varepsilon_i` in each marginal.
     Same definition and tie handling as scikit-learn's estimator, without its
-    clipping at 0 (the estimate can be slightly negative). Brute force in
-    row blocks on ``device``: meant for low-dimensional variables.
+    clipping at 0 (the estimate can be slightly negative). Both variables are
+    taken at float32 resolution (module docstring); one whose every unit is
+    constant gives exactly 0. Brute force in row blocks on ``device``: meant
+    for low-dimensional variables.
 
     Parameters
     ----------
@@ -556,10 +659,12 @@ def ksg_mi(a: np.ndarray, b: np.ndarray, *, k: int = 3, jitter: float = 0.0, see
     ----------
     Kraskov, Stögbauer & Grassberger (2004), Phys. Rev. E 69, 066138, eq. (8).
     """
-    ta = _continuous(a, "a", None, jitter, seed, device)
+    ta, a_constant = _continuous(a, "a", None, jitter, seed, device)
     n = len(ta)
-    tb = _continuous(b, "b", n, jitter, seed + 1, device)
+    tb, b_constant = _continuous(b, "b", n, jitter, seed + 1, device)
     k = _check_k(k, n)
+    if a_constant or b_constant:
+        return 0.0
     counts_a = torch.empty(n, dtype=torch.float64, device=device)
     counts_b = torch.empty(n, dtype=torch.float64, device=device)
     rows = max(1, _PAIR_BLOCK // n)
@@ -591,7 +696,8 @@ def ksg_label_mi(values: np.ndarray, y: np.ndarray, *, k: int = 3, jitter: float
     :math:`d_i`, ``i`` included. Samples whose class has a single member are
     left out (as scikit-learn does). Same values as scikit-learn's 1-D
     implementation for 1-D ``T``, without its clipping at 0; here ``T`` may
-    have several dimensions.
+    have several dimensions. ``T`` is taken at float32 resolution (module
+    docstring); a ``T`` whose every unit is constant gives exactly 0.
 
     Parameters
     ----------
@@ -605,17 +711,17 @@ def ksg_label_mi(values: np.ndarray, y: np.ndarray, *, k: int = 3, jitter: float
 
     Returns
     -------
-    float, nats (0 when fewer than two samples share any class).
+    float, nats (0 when fewer than two samples share any class, or ``T`` is constant).
 
     References
     ----------
     Ross (2014), PLoS ONE 9(2) e87357; Kraskov, Stögbauer & Grassberger (2004).
     """
-    t = _continuous(values, "values", None, jitter, seed, device)
+    t, t_constant = _continuous(values, "values", None, jitter, seed, device)
     y_codes = _labels(y, len(t))
     class_size = np.bincount(y_codes)[y_codes]
     keep = class_size > 1
-    if keep.sum() < 2:
+    if keep.sum() < 2 or t_constant:
         return 0.0
     t = t[torch.from_numpy(np.flatnonzero(keep)).to(device)]
     y_codes, class_size = y_codes[keep], class_size[keep]

@@ -21,7 +21,8 @@ def information_plane_figure(entries: Sequence[Row], *, h_y: float, h_x: float,
     """The information plane: I(X;T) against I(T;Y), one marker per layer in forward order.
 
     Layers without I(X;T) (``ksg``) are drawn as I(T;Y) against depth instead.
-    Skipped layers are left out; markers carry the layer's index in ``entries``.
+    Skipped layers are left out; markers carry the layer's index in ``entries``;
+    layers constant at float32 resolution (0 bits by construction) are crosses.
     """
     points = [(i, e) for i, e in enumerate(entries)
               if isinstance(e, InformationLayer) and e.I_TY is not None]
@@ -33,7 +34,8 @@ def information_plane_figure(entries: Sequence[Row], *, h_y: float, h_x: float,
     ax.plot(xs, ys, color="0.75", linewidth=1, zorder=1)
     for (index, entry), x, y, color in zip(points, xs, ys, colors, strict=False):
         label = f"{index}: {entry.layer}" if len(points) <= _LEGEND_LAYERS else None
-        ax.scatter([x], [y], color=color, s=45, zorder=2, label=label)
+        ax.scatter([x], [y], color=color, s=45, zorder=2, label=label,
+                   marker="x" if entry.constant else "o")
         ax.annotate(str(index), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
     ax.axhline(h_y, color="tab:red", linestyle="--", linewidth=1, label=f"H(Y) = {h_y:.3f} bits")
     if plane:

@@ -30,6 +30,7 @@ import numpy as np
 from layerlens.analyses.base import AnalysisContext, each_layer
 from layerlens.analyses.mutual_information.estimators import (
     binning_information,
+    constant_units,
     entropy_bits,
     kde_information,
     ksg_label_mi,
@@ -43,6 +44,7 @@ from layerlens.analyses.mutual_information.spec import (
 )
 from layerlens.analyses.sections import FailedLayer, SkippedLayer
 from layerlens.capture import LayerActivations
+from layerlens.resolution import RESOLUTION_ULPS
 
 Row = InformationLayer | SkippedLayer | FailedLayer
 NOT_FINITE = "the layer's activations contain NaN or infinite values"
@@ -53,6 +55,12 @@ KSG_K = 3
 KSG_JITTER = 1e-10
 #: A layer is saturated when I(X;T) is at least this share of log2 N.
 SATURATION = 0.99
+RESOLUTION_NOTE = (
+    "Values are taken at float32 resolution: a unit whose range over the samples is within "
+    f"{RESOLUTION_ULPS} float32 spacings of its magnitude (about 1e-4 of it) is rounding noise "
+    "and counted as constant (constant_units), no bin is narrower than that resolution, and a "
+    "layer whose every unit is constant carries 0 bits by construction and is marked "
+    "constant: its zeros are not a measurement of the network.")
 
 _ESTIMATOR_NOTES = {
     "binning": ("Equal-width bins (Shwartz-Ziv & Tishby 2017): {n_bins} bins over {range}; "
@@ -98,8 +106,8 @@ def _note(spec: MutualInformationSpec, n_distinct: int, h_x: float) -> str:
         n_bins=spec.n_bins, range=bin_range, noise=noise, k=KSG_K,
         max_features=KSG_MAX_FEATURES)
     if spec.estimator == "ksg":
-        return detail
-    return f"{saturation} {detail}"
+        return f"{detail} {RESOLUTION_NOTE}"
+    return f"{saturation} {detail} {RESOLUTION_NOTE}"
 
 
 def _binned_rows(spec: MutualInformationSpec, chosen: Sequence[LayerActivations],
@@ -114,7 +122,8 @@ def _binned_rows(spec: MutualInformationSpec, chosen: Sequence[LayerActivations]
                 layer=layer.info.name, I_XT=r.i_xt, I_TY=r.i_ty,
                 saturated=r.i_xt >= SATURATION * log2_n, n_symbols=r.n_symbols,
                 n_features=int(layer.values.shape[1]), bin_lo=r.bin_lo, bin_hi=r.bin_hi,
-                distinct_edges=r.n_edges)
+                distinct_edges=r.n_edges, constant_units=r.constant_units,
+                constant=r.constant_units == layer.values.shape[1])
             for layer, r in zip(finite, results, strict=False)}
     rows: list[Row] = []
     for layer in chosen:
@@ -137,7 +146,14 @@ def _layer_row(spec: MutualInformationSpec, layer: LayerActivations, y: np.ndarr
                                  device=device)
         return InformationLayer(layer=name, I_XT=result.i_xt, I_TY=result.i_ty,
                                 saturated=result.i_xt >= SATURATION * log2_n,
-                                noise_variance=result.noise_variance, n_features=width)
+                                noise_variance=result.noise_variance, n_features=width,
+                                constant_units=result.constant_units,
+                                constant=result.constant_units == width)
+    constant = int(constant_units(layer.values).sum())
+    if constant == width:
+        return InformationLayer(layer=name, I_XT=None, I_TY=0.0, saturated=False,
+                                I_TY_raw_nats=0.0, n_features=width, constant_units=constant,
+                                constant=True)
     if width > KSG_MAX_FEATURES:
         return SkippedLayer(layer=name, skipped=(
             f"ksg is for low-dimensional layers (at most {KSG_MAX_FEATURES} units); this "
@@ -148,7 +164,8 @@ def _layer_row(spec: MutualInformationSpec, layer: LayerActivations, y: np.ndarr
     nats = ksg_label_mi(layer.values, y, k=KSG_K, jitter=KSG_JITTER, seed=spec.seed,
                         device=device)
     return InformationLayer(layer=name, I_XT=None, I_TY=max(nats, 0.0) / math.log(2.0),
-                            saturated=False, I_TY_raw_nats=nats, n_features=width)
+                            saturated=False, I_TY_raw_nats=nats, n_features=width,
+                            constant_units=constant)
 
 
 def _metrics(row: InformationLayer | SkippedLayer) -> dict[str, float]:

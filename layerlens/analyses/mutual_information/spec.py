@@ -34,9 +34,19 @@ class InformationLayer(Strict):
     n_symbols: int | None = Field(default=None, description="binning: distinct binned vectors")
     bin_lo: float | None = None
     bin_hi: float | None = None
-    distinct_edges: int | None = Field(default=None, description="adaptive: distinct edges")
+    distinct_edges: int | None = Field(
+        default=None, description="binning, adaptive: distinct inner bin edges (fewer than "
+                                  "n_bins - 1 where bins would be narrower than the values' "
+                                  "float32 resolution)")
     noise_variance: float | None = Field(default=None, description="kde: the variance used")
     I_TY_raw_nats: float | None = Field(default=None, description="ksg: before clipping at 0")
+    constant_units: int = Field(
+        default=0, description="units constant over the samples at float32 resolution (range "
+                               "within 1024 float32 spacings of their magnitude), taken as "
+                               "exactly constant")
+    constant: bool = Field(
+        default=False, description="every unit constant at float32 resolution: the layer "
+                                   "carries 0 bits by construction, not by measurement")
 
 
 class Parameters(Strict):

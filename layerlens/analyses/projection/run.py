@@ -12,6 +12,7 @@ from layerlens.analyses.sections import SkippedLayer
 from layerlens.capture import LayerActivations
 from layerlens.data.dataset import stratified_subsample
 from layerlens.errors import InputError
+from layerlens.resolution import constant_at_resolution
 
 ONE_FEATURE_NOTE = ("one feature: drawn by PCA, the first axis is the centred value and the "
                     "second 0 (t-SNE and UMAP need two)")
@@ -20,8 +21,9 @@ ONE_FEATURE_NOTE = ("one feature: drawn by PCA, the first axis is the centred va
 def _unusable(values: np.ndarray) -> str | None:
     if not np.isfinite(values).all():
         return "activations contain NaN or infinite values"
-    if np.ptp(values, axis=0).max(initial=0.0) == 0.0:
-        return "activations are the same for every sample: nothing to project"
+    if constant_at_resolution(values.min(axis=0), values.max(axis=0)).all():
+        return ("activations are the same for every sample at float32 resolution (any "
+                "variation is rounding): nothing to project")
     return None
 
 
