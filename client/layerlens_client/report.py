@@ -27,16 +27,11 @@ __all__ = [
     "ActivationMaximizationSection",
     "ActivationsSection",
     "Analyses",
-    "AttributedExample",
-    "AttributionSection",
-    "BestMatch",
-    "ComparedModel",
     "DatasetSection",
     "FailedAnalysis",
     "FailedLayer",
     "InformationLayer",
     "LayerEntry",
-    "LayerWithoutGradients",
     "LinearProbeSection",
     "MaximisedLayer",
     "ModelSection",
@@ -48,9 +43,7 @@ __all__ = [
     "ProjectionSection",
     "ReductionEntry",
     "Report",
-    "SimilaritySection",
     "SkippedLayer",
-    "UndefinedLayer",
     "Warning_",
 ]
 
@@ -61,11 +54,6 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="allow", populate_by_name=True, protected_namespaces=())
 
 
-class LayerWithoutGradients(_Model):
-    layer: str
-    reason: str
-
-
 class LayerEntry(_Model):
     name: str
     op: str = Field(description="module type (TorchScript) or ONNX operator")
@@ -74,7 +62,7 @@ class LayerEntry(_Model):
 
 class ModelSection(_Model):
     sha256: str
-    format: str  # "onnx" | "torchscript" | "pt2"
+    format: str  # "onnx" | "torchscript"
     input_shape: list[int]
     input_mean: list[float] | None = Field(
         default=None,
@@ -88,13 +76,6 @@ class ModelSection(_Model):
     gradient_note: str | None = Field(
         default=None,
         description="why gradient-based analyses cannot run, when they cannot",
-    )
-    layers_without_gradients: list[LayerWithoutGradients] = Field(
-        default_factory=list,
-        description=(
-            "layers of a differentiable model that have no gradients with respect to the input "
-            "(gradient-based analyses skip them), and why"
-        ),
     )
     layers: list[LayerEntry]
 
@@ -319,121 +300,6 @@ class ActivationMaximizationSection(_Model):
     layers: list[MaximisedLayer | SkippedLayer | FailedLayer]
 
 
-class ComparedModel(_Model):
-    """The other model of a comparison."""
-
-    name: str = Field(description="its file name (CLI) or upload name (HTTP)")
-    sha256: str
-    format: str
-
-
-class UndefinedLayer(_Model):
-    """A layer whose row (model ``a``) or column (model ``b``) of the matrix is null, and why."""
-
-    model: str  # "a" | "b"
-    layer: str
-    reason: str
-
-
-class BestMatch(_Model):
-    """A layer of this model and the layer of the other model most similar to it."""
-
-    layer: str
-    match: str | None = Field(description="null when no CKA of this layer is defined")
-    cka: float | None
-
-
-class SimilaritySection(_Model):
-    """``analyses.similarity`` of report.json: ``matrix[i][j]`` is the CKA between
-    ``layers_a[i]`` (this model) and ``layers_b[j]`` (this model again, or ``compared_to``).
-    """
-
-    method: str  # "cka"
-    debiased: bool
-    shown: str = Field(description="what the matrix shows, in one sentence")
-    layers_a: list[str]
-    layers_b: list[str]
-    matrix: list[list[float | None]] = Field(
-        description=(
-            "rows layers_a, columns layers_b; null where CKA is undefined (see undefined) or was "
-            "not computed (complete false)"
-        ),
-    )
-    image: str | None
-    compared_to: ComparedModel | None = Field(description="null: this model with itself")
-    n_samples: int = Field(description="samples (the same rows for both models)")
-    subsampled_from: int | None = Field(
-        description="samples captured, when a subsample was compared",
-    )
-    seed: int
-    undefined: list[UndefinedLayer]
-    best_matches: list[BestMatch] | None = Field(
-        description=(
-            "with compare_to: each layer of this model and its most similar layer of the other"
-        ),
-    )
-    threshold: float | None = Field(description="with compare_to: see specific_from")
-    specific_from: str | None = Field(
-        description=(
-            "with compare_to: the first layer (forward order) whose best match is below threshold, "
-            "where the networks become specific; null if none is"
-        ),
-    )
-    complete: bool = Field(description="false when stopped before every pair was computed")
-
-
-class AttributedExample(_Model):
-    """One attributed sample."""
-
-    index: int = Field(description="row of the analysed samples")
-    label: str = Field(description="the sample's class")
-    target: int = Field(description="output unit attributed")
-    target_label: str | None = Field(
-        description="the class the target unit stands for, when the output has one unit per class",
-    )
-    predicted: int = Field(description="the output unit with the largest value")
-    output: float = Field(description="F(x): the target unit's value on the sample")
-    baseline_output: float | None = Field(description="F(baseline), integrated gradients only")
-    attribution_sum: float = Field(description="sum of the attributions over input features")
-    completeness_error: float | None = Field(
-        description=(
-            "integrated gradients: |sum - (F(x) - F(baseline))| / max(|F(x) - F(baseline)|, 1e-12)"
-        ),
-    )
-    image: str = Field(description="the attribution drawn on the input (PNG)")
-    array: str = Field(description="the attributions, shaped like one input (.npy, float32)")
-
-
-class AttributionSection(_Model):
-    """``analyses.attribution`` of report.json."""
-
-    method: str  # "integrated_gradients" | "gradient" | "input_x_gradient"
-    layer: str = Field(description="the layer whose target unit is attributed")
-    target: str  # "predicted" | "label"
-    steps: int | None = Field(description="integrated gradients: quadrature points")
-    # "gauss_legendre"
-    rule: str | None = Field(
-        description="integrated gradients: the path integral's quadrature rule",
-    )
-    # "zeros" | "mean"
-    baseline: str | None = Field(description="integrated gradients: the path's start")
-    examples_per_class: int
-    max_examples: int
-    classes: int = Field(
-        description="classes the examples come from (all, unless max_examples limited them)",
-    )
-    max_completeness_error: float | None = Field(
-        description="integrated gradients: the largest completeness error of the examples",
-    )
-    complete: bool = Field(description="False when stopped before every example ran")
-    skipped: str | None = Field(
-        default=None,
-        description="why nothing was attributed (no gradients, discrete input)",
-    )
-    grid: str | None = Field(description="every example's attribution in one figure (PNG)")
-    examples: list[AttributedExample]
-
-
 class Analyses(_Model):
     """One section per analysis kind: its section model, :class:`FailedAnalysis` when it raised
     as a whole, None when it was not run. Kinds this client does not know are kept as plain
@@ -453,11 +319,6 @@ class Analyses(_Model):
         default=None,
         title="Activation maximisation",
     )
-    similarity: SimilaritySection | FailedAnalysis | None = Field(
-        default=None,
-        title="Representation similarity",
-    )
-    attribution: AttributionSection | FailedAnalysis | None = None
 
 
 class Report(_Model):
