@@ -71,7 +71,8 @@ def test_onnx_without_float_outputs(capsys, tmp_path):
         [helper.make_tensor_value_info("label", TensorProto.INT64, ["n", 1])])
     path = tmp_path / "argmax.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
-    assert_one_line_error(*analyze(capsys, path, tmp_path), "no float outputs")
+    assert_one_line_error(*analyze(capsys, path, tmp_path), "has no layers",
+                          "no node output is a float tensor")
 
 
 class _Payload:
