@@ -8,13 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from layerlens import __version__
-from layerlens.analyses.base import AnalysisContext, ArtifactWriter
+from layerlens.analyses.base import AnalysisContext, ArtifactWriter, Reference
 from layerlens.analyses.registry import REGISTRY
 from layerlens.analyses.sections import FailedAnalysis, FailedLayer
 from layerlens.capture import Activations, ProgressCallback, capture_activations
 from layerlens.data import Dataset, resolve_dataset
 from layerlens.errors import InputError, is_allocation_failure, one_line
-from layerlens.models import ProbedModel, load_model, select_layers
+from layerlens.models import LayerInfo, ProbedModel, load_model, select_layers
 from layerlens.options import JobOptions
 from layerlens.report import Report, write_html
 from layerlens.report.plots import activation_summary_png
@@ -75,6 +75,8 @@ def analyze(model_path: str | Path, dataset: str | Dataset, out_dir: str | Path,
     ``out_dir`` (created if needed) and returns the report. ``progress`` hears
     of every capture batch and every step of every analysis, stage by stage.
     ``model_name`` is how messages name the model file (default its file name).
+    ``options.compare_to`` names a second model file: it is captured on the same samples
+    and given to the analyses as ``ctx.reference`` (the similarity analysis compares them).
     """
     options = options or JobOptions()
     spec = default_spec() if options.analyses is None else list(options.analyses)
@@ -83,11 +85,17 @@ def analyze(model_path: str | Path, dataset: str | Dataset, out_dir: str | Path,
                        sample_shapes=data.sample_shapes, device=options.device,
                        mean=options.mean, std=options.std, name=model_name)
     chosen = select_layers(model.layers, options.layers)
+    other = None if options.compare_to is None else _reference_model(options, data)
     subset = data.subsample(options.max_samples, seed=options.seed)
     activations = capture_activations(
         model, subset, layers=chosen, batch_size=options.batch_size,
         memory_budget=options.memory_budget, max_features=options.max_features,
         seed=options.seed, progress=_for_stage(progress, "capture"))
+    reference = None if other is None else Reference(
+        other[0], other[1], capture_activations(
+            other[1], subset, layers=other[2], batch_size=options.batch_size,
+            memory_budget=options.memory_budget, max_features=options.max_features,
+            seed=options.seed, progress=_for_stage(progress, "capture")))
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -96,7 +104,8 @@ def analyze(model_path: str | Path, dataset: str | Dataset, out_dir: str | Path,
     for entry in spec:
         context = AnalysisContext(model, subset, activations, ArtifactWriter(out),
                                   device=model.device,
-                                  progress=_for_stage(progress, entry.kind))
+                                  progress=_for_stage(progress, entry.kind),
+                                  reference=reference)
         context.report_progress(0, 1)
         sections[entry.kind] = _run_one(entry, context)
         warnings += _warnings(entry.kind, sections[entry.kind])
@@ -115,6 +124,21 @@ def analyze(model_path: str | Path, dataset: str | Dataset, out_dir: str | Path,
     _atomic_write(out / "report.json", report.model_dump_json(indent=2))
     write_html(report, out / "report.html")
     return report
+
+
+def _reference_model(options: JobOptions, data: Dataset
+                     ) -> tuple[str, ProbedModel, list[LayerInfo]]:
+    """The ``compare_to`` model, loaded as this one (same input options), and its layers
+    ``options.layers`` selects: ``(name, model, layers)``. Raises :class:`InputError` naming
+    ``compare_to`` when the model cannot be used."""
+    path = Path(str(options.compare_to))
+    try:
+        other = load_model(path, input_shape=options.input_shape,
+                           sample_shapes=data.sample_shapes, device=options.device,
+                           mean=options.mean, std=options.std)
+        return path.name, other, select_layers(other.layers, options.layers)
+    except InputError as exc:
+        raise InputError(f"compare_to: {exc}", options=("compare_to", *exc.options)) from exc
 
 
 def _run_one(entry: AnalysisSpec, context: AnalysisContext) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from pydantic import (
     Field,
     SerializeAsAny,
     ValidationError,
+    ValidationInfo,
     create_model,
     field_validator,
 )
@@ -32,6 +33,8 @@ from layerlens.spec import parse_spec, spec_union
 DEFAULT_MEMORY_BUDGET = 2 * 1024**3
 #: Features a random projection keeps of a wider layer.
 DEFAULT_MAX_FEATURES = 4096
+#: The analyses that use the option ``compare_to``.
+COMPARING_KINDS = ("similarity",)
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
@@ -86,6 +89,11 @@ class JobOptions(BaseModel):
         default=DEFAULT_MAX_FEATURES, description="features a random projection keeps")
     device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto", description="where the model and the analyses run")
+    compare_to: str | None = Field(
+        default=None, min_length=1, max_length=4096,
+        description="another model whose layers the similarity analysis compares with this "
+                    "one's on the same samples: a model file (command line) or a model id "
+                    "from POST /v1/models (HTTP)")
 
     @classmethod
     def parse(cls, data: Any, spell: Callable[[str], str] = str) -> JobOptions:
@@ -110,6 +118,16 @@ class JobOptions(BaseModel):
         if not isinstance(value, list) or all(isinstance(entry, SpecEntry) for entry in value):
             return value  # None, parsed entries, or a type error the field itself reports
         return parse_spec(value)
+
+    @field_validator("compare_to")
+    @classmethod
+    def _compared_by_an_analysis(cls, value: str | None, info: ValidationInfo) -> str | None:
+        analyses = info.data.get("analyses")  # absent when invalid; None: every kind
+        if value is not None and analyses is not None and not any(
+                entry.kind in COMPARING_KINDS for entry in analyses):
+            raise ValueError(f"only the {' and '.join(COMPARING_KINDS)} analysis compares "
+                             "two models, and this job does not run it")
+        return value
 
 
 def job_options_model() -> type[JobOptions]:

@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+from layerlens.spec import kinds
+
 
 @pytest.mark.slow
 def test_demo_goes_through_the_service_and_prints_where_the_reports_are(tmp_path):
@@ -30,8 +32,7 @@ def test_demo_goes_through_the_service_and_prints_where_the_reports_are(tmp_path
         layers = [layer["name"] for layer in report["model"]["layers"]]
         assert [a["layer"] for a in report["activations"]["layers"]] == layers
         assert len(layers) == 11
-        assert set(report["analyses"]) == {"linear_probe", "projection", "mutual_information",
-                                           "activation_maximization"}
+        assert set(report["analyses"]) == set(kinds())  # every registered kind
         assert (folder / "report.html").is_file()
         assert (folder / report["activations"]["image"]).is_file()
     assert "the service is stopped" in result.stdout

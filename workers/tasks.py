@@ -6,6 +6,7 @@ import json
 import logging
 import mimetypes
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -208,6 +209,8 @@ class JobRun:
             model = session.get(Model, job.model_id)
             assert model is not None
             request, ref = job.request, job.dataset_ref
+            other = (session.get(Model, request["compare_to"]) if request.get("compare_to")
+                     else None)
             dataset = (session.get(Dataset, ref.removeprefix("dataset:"))
                        if ref.startswith("dataset:") else None)
         self.kinds = [entry["kind"] for entry in request["analyses"]]
@@ -230,6 +233,12 @@ class JobRun:
                                  Path(source["file"]))
         options = {key: request[key] for key in option_fields() if key in request}
         options["input_shape"] = options.get("input_shape") or model.input_shape
+        if other is not None:  # the model compare_to names, as the file it was uploaded as
+            name = re.sub(r"[^\w.+-]+", "_", other.name).strip(".")[-120:]
+            compared = scratch / "compare" / (name or "model")
+            compared.parent.mkdir()
+            self.ctx.storage.fetch(other.sha256, compared)
+            options["compare_to"] = str(compared)
         job_file = scratch / "job.json"
         job_file.write_text(json.dumps({
             "model": str(model_path), "model_name": model.name, "dataset": source,

@@ -141,6 +141,7 @@ class Client(BaseClient):
                    mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
                    batch_size: int | None = None, memory_budget: int | str | None = None,
                    max_features: int | None = None, device: str | None = None,
+                   compare_to: str | None = None,
                    idempotency_key: str | None = None) -> Job:
         """Queue an analysis job; the queued job.
 
@@ -150,8 +151,10 @@ class Client(BaseClient):
         (names or glob patterns), ``max_samples``, ``seed``, ``input_shape`` (one sample,
         e.g. ``(1, 8, 8)``), ``mean`` / ``std`` (per channel, to normalise the inputs),
         ``batch_size``, ``memory_budget`` (bytes, or a size like ``"512MB"``),
-        ``max_features`` and ``device`` (``"auto"``, ``"cpu"``, ``"cuda"``); one left
-        None is not sent, so the server's default applies. The request carries one
+        ``max_features``, ``device`` (``"auto"``, ``"cpu"``, ``"cuda"``) and ``compare_to``
+        (the id of another model, whose layers the similarity analysis compares with this
+        one's on the same samples); one left None is not sent, so the server's default
+        applies. The request carries one
         ``Idempotency-Key`` (a fresh UUID unless given) for all its retries, so a retry
         never creates a second job.
         """
@@ -159,7 +162,7 @@ class Client(BaseClient):
             model_id, dataset, analyses, layers=layers, max_samples=max_samples, seed=seed,
             input_shape=input_shape, mean=mean, std=std, batch_size=batch_size,
             memory_budget=memory_budget, max_features=max_features, device=device,
-            idempotency_key=idempotency_key))
+            compare_to=compare_to, idempotency_key=idempotency_key))
 
     def get_job(self, job_id: Job | str) -> Job:
         return self._run(self._flow_get_job(job_id))
@@ -329,12 +332,13 @@ class AsyncClient(BaseClient):
                          std: Sequence[float] | None = None, batch_size: int | None = None,
                          memory_budget: int | str | None = None,
                          max_features: int | None = None, device: str | None = None,
+                         compare_to: str | None = None,
                          idempotency_key: str | None = None) -> Job:
         return await self._run(self._flow_create_job(
             model_id, dataset, analyses, layers=layers, max_samples=max_samples, seed=seed,
             input_shape=input_shape, mean=mean, std=std, batch_size=batch_size,
             memory_budget=memory_budget, max_features=max_features, device=device,
-            idempotency_key=idempotency_key))
+            compare_to=compare_to, idempotency_key=idempotency_key))
 
     async def get_job(self, job_id: Job | str) -> Job:
         return await self._run(self._flow_get_job(job_id))

@@ -27,6 +27,8 @@ __all__ = [
     "ActivationMaximizationSection",
     "ActivationsSection",
     "Analyses",
+    "BestMatch",
+    "ComparedModel",
     "DatasetSection",
     "FailedAnalysis",
     "FailedLayer",
@@ -43,7 +45,9 @@ __all__ = [
     "ProjectionSection",
     "ReductionEntry",
     "Report",
+    "SimilaritySection",
     "SkippedLayer",
+    "UndefinedLayer",
     "Warning_",
 ]
 
@@ -300,6 +304,69 @@ class ActivationMaximizationSection(_Model):
     layers: list[MaximisedLayer | SkippedLayer | FailedLayer]
 
 
+class ComparedModel(_Model):
+    """The other model of a comparison."""
+
+    name: str = Field(description="its file name (CLI) or upload name (HTTP)")
+    sha256: str
+    format: str
+
+
+class UndefinedLayer(_Model):
+    """A layer whose row (model ``a``) or column (model ``b``) of the matrix is null, and why."""
+
+    model: str  # "a" | "b"
+    layer: str
+    reason: str
+
+
+class BestMatch(_Model):
+    """A layer of this model and the layer of the other model most similar to it."""
+
+    layer: str
+    match: str | None = Field(description="null when no CKA of this layer is defined")
+    cka: float | None
+
+
+class SimilaritySection(_Model):
+    """``analyses.similarity`` of report.json: ``matrix[i][j]`` is the CKA between
+    ``layers_a[i]`` (this model) and ``layers_b[j]`` (this model again, or ``compared_to``).
+    """
+
+    method: str  # "cka"
+    debiased: bool
+    shown: str = Field(description="what the matrix shows, in one sentence")
+    layers_a: list[str]
+    layers_b: list[str]
+    matrix: list[list[float | None]] = Field(
+        description=(
+            "rows layers_a, columns layers_b; null where CKA is undefined (see undefined) or was "
+            "not computed (complete false)"
+        ),
+    )
+    image: str | None
+    compared_to: ComparedModel | None = Field(description="null: this model with itself")
+    n_samples: int = Field(description="samples (the same rows for both models)")
+    subsampled_from: int | None = Field(
+        description="samples captured, when a subsample was compared",
+    )
+    seed: int
+    undefined: list[UndefinedLayer]
+    best_matches: list[BestMatch] | None = Field(
+        description=(
+            "with compare_to: each layer of this model and its most similar layer of the other"
+        ),
+    )
+    threshold: float | None = Field(description="with compare_to: see specific_from")
+    specific_from: str | None = Field(
+        description=(
+            "with compare_to: the first layer (forward order) whose best match is below threshold, "
+            "where the networks become specific; null if none is"
+        ),
+    )
+    complete: bool = Field(description="false when stopped before every pair was computed")
+
+
 class Analyses(_Model):
     """One section per analysis kind: its section model, :class:`FailedAnalysis` when it raised
     as a whole, None when it was not run. Kinds this client does not know are kept as plain
@@ -318,6 +385,10 @@ class Analyses(_Model):
     activation_maximization: ActivationMaximizationSection | FailedAnalysis | None = Field(
         default=None,
         title="Activation maximisation",
+    )
+    similarity: SimilaritySection | FailedAnalysis | None = Field(
+        default=None,
+        title="Representation similarity",
     )
 
 

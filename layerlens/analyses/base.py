@@ -66,6 +66,22 @@ class ArtifactWriter:
 
 
 @dataclass
+class Reference:
+    """Another model captured on the same samples (``layerlens analyze --compare-to``).
+
+    Attributes
+    ----------
+    name : how the report names it (its file name, or the name it was uploaded as).
+    model : the probed model.
+    activations : its captured layers; row i is the same sample as in the context's.
+    """
+
+    name: str
+    model: ProbedModel
+    activations: Activations
+
+
+@dataclass
 class AnalysisContext:
     """Everything an analysis may use.
 
@@ -78,6 +94,7 @@ class AnalysisContext:
     artifacts : where figures and arrays go.
     device : ``cpu`` or ``cuda``, for torch work.
     progress : optional ``(step, total, metrics) -> stop?`` callback.
+    reference : the model to compare with, when the job names one (``compare_to``).
     """
 
     model: ProbedModel
@@ -86,6 +103,7 @@ class AnalysisContext:
     artifacts: ArtifactWriter
     device: str = "cpu"
     progress: ProgressCallback | None = None
+    reference: Reference | None = None
 
     def layers(self, patterns: Sequence[str] | None) -> list[LayerActivations]:
         """Captured layers matching the spec's ``layers`` patterns (all when None), in order.

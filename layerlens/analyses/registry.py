@@ -19,6 +19,7 @@ BUILTIN = (
     "layerlens.analyses.projection",
     "layerlens.analyses.mutual_information",
     "layerlens.analyses.activation_maximization",
+    "layerlens.analyses.similarity",
 )
 
 

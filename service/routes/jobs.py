@@ -116,12 +116,15 @@ def _validated(ctx: ServiceContext, body: JobCreate, tenant: str) -> dict[str, A
     if not spec:
         raise Problem(422, "analyses is empty: name at least one analysis, or omit the key "
                            "for every kind")
+    named = {"": body.model_id, "compare_to: ": body.compare_to}  # the models, by field
     with ctx.sessions() as session:
-        model = session.get(Model, body.model_id)
-    if model is None or model.tenant != tenant:
-        raise Problem(422, f"no model '{body.model_id}' (POST /v1/models first)")
-    if model.status != "ready":
-        raise Problem(409, f"model '{body.model_id}' is {model.status}")
+        models = {where: session.get(Model, model_id)
+                  for where, model_id in named.items() if model_id is not None}
+    for where, model in models.items():
+        if model is None or model.tenant != tenant:
+            raise Problem(422, f"{where}no model '{named[where]}' (POST /v1/models first)")
+        if model.status != "ready":
+            raise Problem(409, f"{where}model '{named[where]}' is {model.status}")
     _check_dataset(ctx, body.dataset, tenant)
     request = body.model_dump(mode="json")
     request["analyses"] = [entry.model_dump(mode="json") for entry in spec]

@@ -18,14 +18,15 @@ from tests.client.scripted import Answer, Recorded, ScriptedApp, job_body, servi
 
 #: A value for every option (a test below fails when the schema gains one without a value).
 VALUES: dict[str, Any] = {
-    "analyses": [{"kind": "linear_probe", "test_fraction": 0.25}, "projection"],
+    "analyses": [{"kind": "linear_probe", "test_fraction": 0.25}, "projection", "similarity"],
     "layers": ["conv*", "fc"], "max_samples": 300, "seed": 7, "input_shape": (1, 8, 8),
     "mean": [0.5], "std": [0.25], "batch_size": 64, "memory_budget": "512MB",
-    "max_features": 1024, "device": "cpu",
+    "max_features": 1024, "device": "cpu", "compare_to": "m2",
 }
 #: What each becomes in the request body, where that differs from the value given.
 SENT: dict[str, Any] = {
-    "analyses": [{"kind": "linear_probe", "test_fraction": 0.25}, {"kind": "projection"}],
+    "analyses": [{"kind": "linear_probe", "test_fraction": 0.25}, {"kind": "projection"},
+                 {"kind": "similarity"}],
     "input_shape": [1, 8, 8],
 }
 

@@ -170,7 +170,7 @@ def test_failed_and_skipped_parts_and_unknown_keys(document: dict[str, Any]) -> 
     changed["served_by"] = "layerlens 9"
     changed["analyses"]["linear_probe"]["calibration"] = 0.1
     rows[2]["ece"] = 0.02
-    changed["analyses"]["similarity"] = {"method": "cka", "matrix": [[1.0]]}
+    changed["analyses"]["drift"] = {"metric": "cka", "layers": [[1.0]]}
 
     report = Report.model_validate(changed)
     assert isinstance(report.analyses.projection, FailedAnalysis)
@@ -182,7 +182,7 @@ def test_failed_and_skipped_parts_and_unknown_keys(document: dict[str, Any]) -> 
     assert report.model_extra == {"served_by": "layerlens 9"}
     assert probe.model_extra == {"calibration": 0.1}
     assert probe.layers[2].model_extra == {"ece": 0.02}
-    assert report.analyses.model_extra == {"similarity": changed["analyses"]["similarity"]}
+    assert report.analyses.model_extra == {"drift": changed["analyses"]["drift"]}
     assert report.model_dump(mode="json", exclude_unset=True) == changed
 
 

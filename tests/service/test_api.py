@@ -7,6 +7,7 @@ import pytest
 from infra.db import jobs as state
 from infra.db.models import Job
 from infra.queue import JOBS_QUEUE, TaskQueue
+from layerlens.spec import kinds
 
 PROBLEM = "application/problem+json"
 
@@ -67,8 +68,7 @@ def test_job_creation_answers_202_with_location_and_queues_one_message(api, read
     assert created.headers["location"] == f"/v1/jobs/{job['id']}"
     assert int(created.headers["retry-after"]) > 0
     assert job["status"] == "queued" and job["progress"] == 0.0
-    assert set(job["analyses"]) == {"linear_probe", "projection", "mutual_information",
-                                    "activation_maximization"}
+    assert set(job["analyses"]) == set(kinds())  # every registered kind by default
     assert TaskQueue(settings).depth(JOBS_QUEUE) == 1
 
 
