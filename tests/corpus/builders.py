@@ -313,24 +313,29 @@ def build_family(family: Family, folder: Path) -> list[Case]:
 
 # --- scikit-learn through skl2onnx -----------------------------------------------------
 
-def build_sklearn(folder: Path) -> Case:
-    """An MLPClassifier (3 classes of 8 features) converted with skl2onnx's defaults: a
-    label output and a ZipMap of probabilities."""
+def build_sklearn(folder: Path, classes: int) -> Case:
+    """An MLPClassifier (8 features) converted with skl2onnx's defaults: a label output and a
+    ZipMap of probabilities. With 2 classes its output layer is one logistic unit."""
     from skl2onnx import to_onnx
     from sklearn.neural_network import MLPClassifier
 
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(classes)
     x = rng.normal(size=(N_SAMPLES, 8)).astype(np.float32)
-    y = np.argmax(x @ rng.normal(size=(8, 3)), axis=1).astype(np.int64)
+    scores = x @ rng.normal(size=(8, classes))
+    y = (np.argmax(scores, axis=1) if classes > 2 else scores[:, 0] > 0).astype(np.int64)
     with _quiet():
         clf = MLPClassifier(hidden_layer_sizes=(16, 16), max_iter=300, random_state=0)
         clf.fit(x, y)
         proto = to_onnx(clf, x[:1])
-    path = folder / "sklearn" / "mlp.onnx"
+    name = _SKLEARN[classes]
+    path = folder / name / "mlp.onnx"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(proto.SerializeToString())
-    return Case("sklearn-mlp/skl2onnx", "sklearn-mlp", "skl2onnx",
-                _save_dataset(folder / "sklearn.npz", {"x": x, "y": y}), True, model=path)
+    return Case(f"{name}/skl2onnx", name, "skl2onnx",
+                _save_dataset(folder / f"{name}.npz", {"x": x, "y": y}), True, model=path)
+
+
+_SKLEARN = {3: "sklearn-mlp", 2: "sklearn-mlp-binary"}
 
 
 # --- the model files inside the silero-vad package -------------------------------------
@@ -381,7 +386,7 @@ def build_silero(folder: Path) -> list[Case]:
 
 CASE_IDS = (
     [f"{family.name}/{export}" for family in FAMILIES for export in EXPORTS]
-    + ["sklearn-mlp/skl2onnx"]
+    + [f"{name}/skl2onnx" for name in _SKLEARN.values()]
     + [f"silero-vad/{name}" for name in SILERO_FILES]
 )
 
@@ -391,7 +396,7 @@ def build_corpus(folder: Path) -> dict[str, Case]:
     cases: list[Case] = []
     for family in FAMILIES:
         cases += build_family(family, folder / family.name)
-    cases.append(build_sklearn(folder))
+    cases += [build_sklearn(folder, classes) for classes in _SKLEARN]
     cases += build_silero(folder / "silero")
     built = {case.id: case for case in cases}
     assert list(built) == CASE_IDS, (list(built), CASE_IDS)
