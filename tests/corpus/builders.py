@@ -173,18 +173,20 @@ FAMILIES = (
     Family("gpt2", _gpt2, ("input_ids",), lambda rng, n: _tokens(rng, n, mask=False),
            continuous=False, module_paths=("h.0.attn.c_attn", "h.1.mlp.c_fc", "ln_f")),
     Family("resnet", _resnet, ("pixel_values",), _images, continuous=True,
-           # not the convolutions: the default ONNX exporter folds each batch norm into
-           # its convolution, so the file has the normalisation's output only
-           module_paths=("embedder.embedder.normalization",
-                         "encoder.stages.1.layers.0.layer.1.normalization", "pooler")),
+           # no convolution or batch norm: both ONNX exporters fold each batch norm into its
+           # convolution, the default one naming the result after the norm, the legacy one
+           # after the convolution
+           module_paths=("embedder.embedder.activation",
+                         "encoder.stages.1.layers.0.layer.0.activation", "pooler")),
     Family("wav2vec2", _wav2vec2, ("input_values",), _tones, continuous=True,
            module_paths=("feature_extractor.conv_layers.0.conv",
                          "encoder.layers.1.feed_forward.output_dense", "encoder.layer_norm")),
 )
 
-#: Formats whose files record module paths (ARCHITECTURE, "Layer names"): the legacy ONNX
-#: exporter records none, its node names are the file's own.
-RECORDS_MODULE_PATHS = ("onnx-dynamo", "pt2", "torchscript")
+#: Formats whose files record module paths (ARCHITECTURE, "Layer names"): the default ONNX
+#: exporter in node metadata, the legacy one in scoped node names (``/layers.0/mlp/fc1/Add``),
+#: ``.pt2`` in ``nn_module_stack``, TorchScript in its module hierarchy.
+RECORDS_MODULE_PATHS = ("onnx-dynamo", "onnx-legacy", "pt2", "torchscript")
 
 
 class _ByKeyword(torch.nn.Module):
@@ -305,6 +307,8 @@ def build_family(family: Family, folder: Path) -> list[Case]:
             with _quiet(), torch.no_grad():
                 case.note = exporter(model, args, family, path)
             case.model = path
+            if case.note:  # exported through _ByKeyword: its modules sit under "model"
+                case.module_paths = tuple(f"model.{p}" for p in case.module_paths)
         except Exception as exc:
             case.export_error = _one_line(exc)
         cases.append(case)

@@ -56,7 +56,7 @@ KNOWN: dict[tuple[str, str], str] = {
         "'embeddings.patch_embeddings', 'embeddings.dropout', '0.layernorm_before']"),
     ("load", "resnet/torchscript"): (
         "issue 12 class 2: AssertionError: resnet/torchscript: no layer named by module path "
-        "['encoder.stages.1.layers.0.layer.1.normalization']; names are like "
+        "['encoder.stages.1.layers.0.layer.0.activation']; names are like "
         "['embedder.embedder.convolution', 'embedder.embedder.normalization', "
         "'embedder.embedder.activation', 'embedder.pooler']"),
     ("load", "wav2vec2/torchscript"): (
