@@ -23,6 +23,7 @@ from layerlens.report.schema import (
     ActivationsSection,
     DatasetSection,
     LayerEntry,
+    LayerWithoutGradients,
     ModelSection,
     ReductionEntry,
     Warning_,
@@ -44,6 +45,9 @@ def _model_section(model: ProbedModel) -> ModelSection:
         input_std=None if model.input_spec.std is None else list(model.input_spec.std),
         differentiable=model.differentiable,
         gradient_note=model.gradient_error,
+        layers_without_gradients=[
+            LayerWithoutGradients(layer=name, reason=reason)
+            for name, reason in model.layer_gradient_errors.items() if model.differentiable],
         layers=[LayerEntry(name=layer.name, op=layer.op, shape=list(layer.shape))
                 for layer in model.layers],
     )

@@ -56,15 +56,12 @@ class ShapeMismatchError(InputError):
 
 
 class GradientUnavailableError(LayerlensError):
-    """The model cannot be differentiated (e.g. an ONNX operator the torch path lacks).
+    """A layer cannot be differentiated (e.g. it is computed from an ONNX operator the torch
+    path lacks).
 
     Gradient-free analyses still run; gradient-based ones report the layer
     as skipped with this message as the reason.
     """
-
-
-class ModelMismatchError(LayerlensError):
-    """Two execution paths of one model disagree on a captured layer."""
 
 
 #: How an allocation failing under a memory limit reads (torch, onnxruntime, C++).

@@ -37,7 +37,7 @@ log = logging.getLogger("layerlens.worker")
 HEARTBEAT_S = 0.5
 #: How long a job's final write waits for an unavailable database (s), retrying with backoff.
 FINAL_WRITE_PATIENCE_S = 120.0
-MODEL_SUFFIX = {"onnx": ".onnx", "torchscript": ".pt"}
+MODEL_SUFFIX = {"onnx": ".onnx", "torchscript": ".pt", "pt2": ".pt2"}
 CONTENT_TYPES = {".png": "image/png", ".npy": "application/octet-stream",
                  ".html": "text/html; charset=utf-8", ".json": "application/json",
                  ".csv": "text/csv; charset=utf-8"}

@@ -27,6 +27,8 @@ __all__ = [
     "ActivationMaximizationSection",
     "ActivationsSection",
     "Analyses",
+    "AttributedExample",
+    "AttributionSection",
     "BestMatch",
     "ComparedModel",
     "DatasetSection",
@@ -34,6 +36,7 @@ __all__ = [
     "FailedLayer",
     "InformationLayer",
     "LayerEntry",
+    "LayerWithoutGradients",
     "LinearProbeSection",
     "MaximisedLayer",
     "ModelSection",
@@ -58,6 +61,11 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="allow", populate_by_name=True, protected_namespaces=())
 
 
+class LayerWithoutGradients(_Model):
+    layer: str
+    reason: str
+
+
 class LayerEntry(_Model):
     name: str
     op: str = Field(description="module type (TorchScript) or ONNX operator")
@@ -66,7 +74,7 @@ class LayerEntry(_Model):
 
 class ModelSection(_Model):
     sha256: str
-    format: str  # "onnx" | "torchscript"
+    format: str  # "onnx" | "torchscript" | "pt2"
     input_shape: list[int]
     input_mean: list[float] | None = Field(
         default=None,
@@ -80,6 +88,13 @@ class ModelSection(_Model):
     gradient_note: str | None = Field(
         default=None,
         description="why gradient-based analyses cannot run, when they cannot",
+    )
+    layers_without_gradients: list[LayerWithoutGradients] = Field(
+        default_factory=list,
+        description=(
+            "layers of a differentiable model that have no gradients with respect to the input "
+            "(gradient-based analyses skip them), and why"
+        ),
     )
     layers: list[LayerEntry]
 
@@ -367,6 +382,58 @@ class SimilaritySection(_Model):
     complete: bool = Field(description="false when stopped before every pair was computed")
 
 
+class AttributedExample(_Model):
+    """One attributed sample."""
+
+    index: int = Field(description="row of the analysed samples")
+    label: str = Field(description="the sample's class")
+    target: int = Field(description="output unit attributed")
+    target_label: str | None = Field(
+        description="the class the target unit stands for, when the output has one unit per class",
+    )
+    predicted: int = Field(description="the output unit with the largest value")
+    output: float = Field(description="F(x): the target unit's value on the sample")
+    baseline_output: float | None = Field(description="F(baseline), integrated gradients only")
+    attribution_sum: float = Field(description="sum of the attributions over input features")
+    completeness_error: float | None = Field(
+        description=(
+            "integrated gradients: |sum - (F(x) - F(baseline))| / max(|F(x) - F(baseline)|, 1e-12)"
+        ),
+    )
+    image: str = Field(description="the attribution drawn on the input (PNG)")
+    array: str = Field(description="the attributions, shaped like one input (.npy, float32)")
+
+
+class AttributionSection(_Model):
+    """``analyses.attribution`` of report.json."""
+
+    method: str  # "integrated_gradients" | "gradient" | "input_x_gradient"
+    layer: str = Field(description="the layer whose target unit is attributed")
+    target: str  # "predicted" | "label"
+    steps: int | None = Field(description="integrated gradients: quadrature points")
+    # "gauss_legendre"
+    rule: str | None = Field(
+        description="integrated gradients: the path integral's quadrature rule",
+    )
+    # "zeros" | "mean"
+    baseline: str | None = Field(description="integrated gradients: the path's start")
+    examples_per_class: int
+    max_examples: int
+    classes: int = Field(
+        description="classes the examples come from (all, unless max_examples limited them)",
+    )
+    max_completeness_error: float | None = Field(
+        description="integrated gradients: the largest completeness error of the examples",
+    )
+    complete: bool = Field(description="False when stopped before every example ran")
+    skipped: str | None = Field(
+        default=None,
+        description="why nothing was attributed (no gradients, discrete input)",
+    )
+    grid: str | None = Field(description="every example's attribution in one figure (PNG)")
+    examples: list[AttributedExample]
+
+
 class Analyses(_Model):
     """One section per analysis kind: its section model, :class:`FailedAnalysis` when it raised
     as a whole, None when it was not run. Kinds this client does not know are kept as plain
@@ -390,6 +457,7 @@ class Analyses(_Model):
         default=None,
         title="Representation similarity",
     )
+    attribution: AttributionSection | FailedAnalysis | None = None
 
 
 class Report(_Model):

@@ -20,6 +20,7 @@ BUILTIN = (
     "layerlens.analyses.mutual_information",
     "layerlens.analyses.activation_maximization",
     "layerlens.analyses.similarity",
+    "layerlens.analyses.attribution",
 )
 
 

@@ -2,7 +2,8 @@
 
 A *probed model* lists its layers in forward execution order and returns any
 set of layers' activations from ONE forward pass. Analyses never branch on
-the file format: ONNX and TorchScript are two adapters behind this interface.
+the file format: ONNX, TorchScript and ``torch.export`` (``.pt2``) are three
+adapters behind this interface.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ class LayerInfo:
     Attributes
     ----------
     name : str
-        TorchScript: module path (``features.3``); ONNX: node name
+        TorchScript and ``.pt2``: module path (``features.3``); ONNX: node name
         (``/features/3/Conv``).
     op : str
         Module type (``Conv2d``) or ONNX operator (``Conv``).
@@ -72,15 +73,19 @@ class ProbedModel(ABC):
     """A loaded model with layer-level access.
 
     Subclasses fill ``layers`` (forward execution order) and implement the
-    two capture methods.
+    two capture methods. Gradients with respect to the input may be missing
+    for the whole model (``gradient_error``) or for some layers only
+    (``layer_gradient_errors``, e.g. those computed from an ONNX operator that
+    has no torch version): :meth:`gradient_error_for` tells for one layer.
     """
 
-    format: Literal["onnx", "torchscript"]
+    format: Literal["onnx", "torchscript", "pt2"]
     sha256: str
     input_spec: InputSpec
     layers: list[LayerInfo]
     device: str = "cpu"
     gradient_error: str | None = field(default=None)
+    layer_gradient_errors: dict[str, str] = field(default_factory=dict)
 
     @property
     def layer_names(self) -> list[str]:
@@ -111,7 +116,7 @@ class ProbedModel(ABC):
 
     @abstractmethod
     def _capture_torch(self, x: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:
-        """Differentiable capture; only called when ``gradient_error`` is None."""
+        """Differentiable capture; only called for layers that have gradients."""
 
     def capture_torch(self, x: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:
         """Like :meth:`capture` on torch tensors, differentiable w.r.t. ``x``.
@@ -119,12 +124,19 @@ class ProbedModel(ABC):
         Raises
         ------
         GradientUnavailableError
-            When this model has no differentiable path; the message says why.
+            When a requested layer has no gradients; the message names it and says why.
         """
-        if self.gradient_error is not None:
-            raise GradientUnavailableError(self.gradient_error)
+        for name in layers:
+            reason = self.gradient_error_for(name)
+            if reason is not None:
+                raise GradientUnavailableError(f"layer '{name}' has no gradients: {reason}")
         return self._capture_torch(x, layers)
+
+    def gradient_error_for(self, layer: str) -> str | None:
+        """Why ``layer`` has no gradients with respect to the input; None when it has."""
+        return self.layer_gradient_errors.get(layer, self.gradient_error)
 
     @property
     def differentiable(self) -> bool:
+        """Whether any layer has gradients with respect to the input."""
         return self.gradient_error is None

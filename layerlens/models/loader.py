@@ -10,8 +10,10 @@ import torch
 
 from layerlens.errors import InputError, ModelFormatError, ShapeMismatchError
 from layerlens.models.base import InputSpec, ProbedModel
+from layerlens.models.exported_model import ExportedModel, exported_input
 from layerlens.models.onnx_files import MAX_MODEL_BYTES, read_onnx
 from layerlens.models.onnx_model import OnnxModel, onnx_input
+from layerlens.models.pt2_archive import load_exported_program
 from layerlens.models.sniff import sniff_format
 from layerlens.models.torchscript_model import TorchScriptModel, load_torchscript_module
 
@@ -86,7 +88,8 @@ def load_model(
     max_bytes: int = MAX_MODEL_BYTES,
     data_beside: bool = True,
 ) -> ProbedModel:
-    """Load an ONNX model or TorchScript archive as a :class:`ProbedModel`.
+    """Load an ONNX model, TorchScript archive or ``torch.export`` ``.pt2`` archive as a
+    :class:`ProbedModel`.
 
     Parameters
     ----------
@@ -120,6 +123,11 @@ def load_model(
                          options=("input_shape",))
     candidates = [tuple(int(d) for d in s) for s in sample_shapes]
 
+    if sniff_format(data, label) == "pt2":
+        program = load_exported_program(data, label)
+        shape, dtype = exported_input(program, explicit, candidates)
+        return ExportedModel(program, sha256=sha256, device=device,
+                             input_spec=_spec(shape, dtype, mean, std))
     if sniff_format(data, label) == "onnx":
         proto, sha256 = read_onnx(path, data, label, max_bytes=max_bytes,
                                   data_beside=data_beside)

@@ -1,5 +1,7 @@
 """Recognise and validate model files by their structure, never their extension.
 
+A ``torch.export.save`` archive (``.pt2``) is a zip whose single top folder holds
+``archive_format`` (read by :mod:`layerlens.models.pt2_archive`, which runs none of it).
 A TorchScript archive is a zip whose single top folder holds ``code/`` and
 ``constants.pkl``; a ``torch.save`` file is a pickle (bare or zipped) that
 can run arbitrary code when loaded, so it is refused before anything is
@@ -19,8 +21,8 @@ from layerlens.errors import ModelFormatError
 _PICKLE_PROTOCOL_2_PLUS = b"\x80"
 _GZIP = b"\x1f\x8b"
 _TORCH_SAVE_HINT = (
-    "export it with torch.jit.script(model) or torch.jit.trace(model, example) and "
-    "torch.jit.save, or to ONNX with torch.onnx.export"
+    "save it with torch.export.save(torch.export.export(model, (example,)), 'model.pt2'), "
+    "or export it to ONNX with torch.onnx.export"
 )
 
 
@@ -67,6 +69,17 @@ def is_tar(data: bytes) -> bool:
     return data[257:262] == b"ustar"
 
 
+def _pt2_archive(data: bytes) -> bool:
+    """A zip laid out as ``torch.export.save`` writes it: one root folder holding
+    ``archive_format`` (its contents are checked at load, :mod:`layerlens.models.pt2_archive`)."""
+    try:
+        names = zipfile.ZipFile(io.BytesIO(data)).namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
+    roots = {name.split("/", 1)[0] for name in names}
+    return len(roots) == 1 and f"{roots.pop()}/archive_format" in names
+
+
 def _onnx_folder_zip(data: bytes) -> bool:
     """A zip that holds a ``.onnx`` file and is not laid out as TorchScript."""
     try:
@@ -78,11 +91,14 @@ def _onnx_folder_zip(data: bytes) -> bool:
 
 
 def sniff_format(data: bytes, label: str) -> str:
-    """``"torchscript"`` or ``"onnx"`` (a model file, or a zip or tar of an ONNX export
-    folder), judged from the bytes; raises on anything else."""
+    """``"pt2"`` (a ``torch.export.save`` archive), ``"torchscript"`` or ``"onnx"`` (a model
+    file, or a zip or tar of an ONNX export folder), judged from the bytes; raises on
+    anything else."""
     if not data:
         raise ModelFormatError(f"{label} is empty")
     if is_zip(data):
+        if _pt2_archive(data):
+            return "pt2"
         if _onnx_folder_zip(data):
             return "onnx"
         check_torchscript_archive(data, label)

@@ -37,9 +37,14 @@ class LayerEntry(_Strict):
     shape: list[int] = Field(description="output shape of one sample")
 
 
+class LayerWithoutGradients(_Strict):
+    layer: str
+    reason: str
+
+
 class ModelSection(_Strict):
     sha256: str
-    format: Literal["onnx", "torchscript"]
+    format: Literal["onnx", "torchscript", "pt2"]
     input_shape: list[int]
     input_mean: list[float] | None = Field(
         default=None, description="per-channel mean subtracted from every input (option mean)")
@@ -48,6 +53,10 @@ class ModelSection(_Strict):
     differentiable: bool
     gradient_note: str | None = Field(
         default=None, description="why gradient-based analyses cannot run, when they cannot")
+    layers_without_gradients: list[LayerWithoutGradients] = Field(
+        default_factory=list,
+        description="layers of a differentiable model that have no gradients with respect to "
+                    "the input (gradient-based analyses skip them), and why")
     layers: list[LayerEntry]
 
 

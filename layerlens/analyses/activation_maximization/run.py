@@ -66,19 +66,28 @@ def dataset_objective(ctx: AnalysisContext, captured: LayerActivations,
     return np.concatenate(rows)
 
 
-def _check_units(units: Sequence[int] | None, layers: Sequence[LayerActivations]) -> None:
+def _too_narrow(units: Sequence[int] | None, layers: Sequence[LayerActivations],
+                ) -> dict[str, str]:
+    """Layers that lack some of ``units``, each with the reason to skip it.
+
+    Raises InputError for invalid ``units``, or when no selected layer has them all.
+    """
     if units is None:
-        return
+        return {}
     if not units:
         raise InputError("units must name at least one unit, or be omitted")
     if min(units) < 0:
         raise InputError(f"units must be >= 0, got {min(units)}")
-    for captured in layers:
-        shape = captured.info.shape
-        if shape and max(units) >= shape[0]:
-            raise InputError(
-                f"units: index {max(units)} is out of range for layer '{captured.info.name}' "
-                f"with {shape[0]} units (0..{shape[0] - 1}); choose layers with 'layers'")
+    narrow = {c.info.name: f"too narrow for units: it has units 0..{c.info.shape[0] - 1}, "
+                           f"units asks for {max(units)}"
+              for c in layers if c.info.shape and max(units) >= c.info.shape[0]}
+    widths = [c.info.shape[0] for c in layers if c.info.shape]
+    if narrow and len(narrow) == len(widths):
+        raise InputError(
+            f"units: index {max(units)} is out of range for every selected layer (the widest "
+            f"has {max(widths)} units, 0..{max(widths) - 1}); choose units, or layers with "
+            "'layers'")
+    return narrow
 
 
 def _unit_seed(seed: int, layer_index: int, unit: int) -> int:
@@ -127,7 +136,7 @@ def _layer_entry(ctx: AnalysisContext, spec: ActivationMaximizationSpec, index: 
 def run(spec: ActivationMaximizationSpec, ctx: AnalysisContext) -> ActivationMaximizationSection:
     """The ``analyses.activation_maximization`` report section."""
     layers = ctx.layers(spec.layers)
-    _check_units(spec.units, layers)
+    narrow = _too_narrow(spec.units, layers)
     input_spec = ctx.model.input_spec
     shape = tuple(input_spec.shape)
     image = is_image_shape(shape)
@@ -145,7 +154,8 @@ def run(spec: ActivationMaximizationSpec, ctx: AnalysisContext) -> ActivationMax
     low, high = data_range(samples, shape)
     mixing = channel_decorrelation(samples, shape) if image else None
     normalise = torch_normaliser(input_spec, ctx.device)
-    runnable = [c for c in layers if c.info.shape]
+    runnable = [c for c in layers if c.info.shape and c.info.name not in narrow
+                and ctx.model.gradient_error_for(c.info.name) is None]
     chunks = math.ceil(spec.steps / PROGRESS_EVERY)
     total, done = chunks * len(runnable), 0
     stopping = False
@@ -160,6 +170,13 @@ def run(spec: ActivationMaximizationSpec, ctx: AnalysisContext) -> ActivationMax
         if not captured.info.shape:
             section.layers.append(SkippedLayer(layer=name, skipped="a scalar layer has no "
                                                                    "units to maximise"))
+            continue
+        if name in narrow:
+            section.layers.append(SkippedLayer(layer=name, skipped=narrow[name]))
+            continue
+        no_gradients = ctx.model.gradient_error_for(name)
+        if no_gradients is not None:
+            section.layers.append(SkippedLayer(layer=name, skipped=f"no gradients: {no_gradients}"))
             continue
         offset = done
         done += chunks
