@@ -5,7 +5,9 @@ Every transformers model is made from a config with random weights (tiny: hidden
 the four ways users export a torch model: the default ONNX exporter
 (``torch.onnx.export(..., dynamo=True)``, which writes the weights to ``.onnx.data``), the
 legacy one (``dynamo=False``), ``torch.export.save`` (``.pt2``) and ``torch.jit.trace``.
-Every export gets a dynamic batch axis, as the exporters' tutorials do. An export that
+Every export gets a dynamic batch axis, as the exporters' tutorials do; the ResNet also
+comes from the plainest call, ``torch.onnx.export(model, args, "f.onnx")``, which fixes
+the example's batch size (2) in the file. An export that
 torch itself cannot make is recorded with its error (not layerlens's failure).
 
 Each dataset is an ``.npz`` with ``x`` (the model's first input), arrays named after the
@@ -71,6 +73,7 @@ class Family:
     data: Callable[[np.random.Generator, int], dict[str, np.ndarray]]
     continuous: bool
     module_paths: tuple[str, ...]
+    exports: tuple[str, ...] = EXPORTS
 
 
 # --- datasets: label determined by the input --------------------------------------------
@@ -177,7 +180,8 @@ FAMILIES = (
            # convolution, the default one naming the result after the norm, the legacy one
            # after the convolution
            module_paths=("embedder.embedder.activation",
-                         "encoder.stages.1.layers.0.layer.0.activation", "pooler")),
+                         "encoder.stages.1.layers.0.layer.0.activation", "pooler"),
+           exports=(*EXPORTS, "onnx-fixed-batch")),
     Family("wav2vec2", _wav2vec2, ("input_values",), _tones, continuous=True,
            module_paths=("feature_extractor.conv_layers.0.conv",
                          "encoder.layers.1.feed_forward.output_dense", "encoder.layer_norm")),
@@ -186,7 +190,7 @@ FAMILIES = (
 #: Formats whose files record module paths (ARCHITECTURE, "Layer names"): the default ONNX
 #: exporter in node metadata, the legacy one in scoped node names (``/layers.0/mlp/fc1/Add``),
 #: ``.pt2`` in ``nn_module_stack``, TorchScript in its module hierarchy.
-RECORDS_MODULE_PATHS = ("onnx-dynamo", "onnx-legacy", "pt2", "torchscript")
+RECORDS_MODULE_PATHS = ("onnx-dynamo", "onnx-legacy", "pt2", "torchscript", "onnx-fixed-batch")
 
 
 class _ByKeyword(torch.nn.Module):
@@ -246,6 +250,13 @@ def _export_dynamo(model, args, family: Family, path: Path) -> str | None:
     return None
 
 
+def _export_plain(model, args, family: Family, path: Path) -> str | None:
+    """The plainest call, ``torch.onnx.export(model, args, "f.onnx")``: the default exporter
+    with the example's batch size fixed in the file."""
+    torch.onnx.export(model, args, str(path))
+    return None
+
+
 def _export_legacy(model, args, family: Family, path: Path) -> str | None:
     axes = {name: {0: "batch"} for name in family.inputs}
     try:
@@ -275,7 +286,8 @@ def _export_torchscript(model, args, family: Family, path: Path) -> str | None:
 
 
 _EXPORTERS = {"onnx-dynamo": (_export_dynamo, ".onnx"), "onnx-legacy": (_export_legacy, ".onnx"),
-              "pt2": (_export_pt2, ".pt2"), "torchscript": (_export_torchscript, ".pt")}
+              "pt2": (_export_pt2, ".pt2"), "torchscript": (_export_torchscript, ".pt"),
+              "onnx-fixed-batch": (_export_plain, ".onnx")}
 
 
 def _save_dataset(path: Path, arrays: dict[str, np.ndarray]) -> Path:
@@ -284,7 +296,7 @@ def _save_dataset(path: Path, arrays: dict[str, np.ndarray]) -> Path:
 
 
 def build_family(family: Family, folder: Path) -> list[Case]:
-    """The four exports of one architecture (each in a folder of its own, so that an
+    """The exports of one architecture (each in a folder of its own, so that an
     ``.onnx.data`` sits beside its ``.onnx`` only), and its dataset."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
@@ -296,7 +308,7 @@ def build_family(family: Family, folder: Path) -> list[Case]:
                                                for name in family.inputs[1:]]
     args = tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in example)
     cases = []
-    for export in EXPORTS:
+    for export in family.exports:
         exporter, suffix = _EXPORTERS[export]
         case = Case(f"{family.name}/{export}", family.name, export, dataset, family.continuous,
                     family.module_paths if export in RECORDS_MODULE_PATHS else ())
@@ -389,7 +401,7 @@ def build_silero(folder: Path) -> list[Case]:
 # --- the corpus ------------------------------------------------------------------------
 
 CASE_IDS = (
-    [f"{family.name}/{export}" for family in FAMILIES for export in EXPORTS]
+    [f"{family.name}/{export}" for family in FAMILIES for export in family.exports]
     + [f"{name}/skl2onnx" for name in _SKLEARN.values()]
     + [f"silero-vad/{name}" for name in SILERO_FILES]
 )
