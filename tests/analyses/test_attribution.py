@@ -280,3 +280,17 @@ def test_analyze_writes_the_section_its_artifacts_and_the_html(cnn_files, digits
     html = (tmp_path / "report.html").read_text()
     assert 'id="attribution"' in html and section["grid"] in html
     assert section["examples"][0]["image"] in html
+
+
+def test_gradients_are_asked_for_the_attributed_layer_only(tmp_path):
+    """Hardmax feeds only a side branch: the logits keep their gradients and are attributed
+    (gradient = the target's row of W2 diag(relu') W1); the branch's layer is skipped."""
+    from tests.models.test_onnx_gradients import _branch_model
+
+    model = load_model(_branch_model(tmp_path / "branch.onnx"), device="cpu")
+    x = np.random.default_rng(0).normal(size=(12, 6)).astype(np.float32)
+    ctx = _context(model, Dataset.from_arrays("test:branch", x, np.arange(12) % 3), tmp_path)
+    logits = run(_spec(method="gradient", layers=["logits"]), ctx)
+    assert logits.skipped is None and len(logits.examples) == 6
+    scaled = run(_spec(method="gradient", layers=["scaled"]), ctx)
+    assert scaled.skipped == "depends on ONNX node 'hardmax' (Hardmax), which has no torch version"

@@ -36,9 +36,12 @@ def _output_layer(model: ProbedModel, patterns: list[str] | None) -> LayerInfo:
     return chosen[-1]
 
 
-def _why_skipped(model: ProbedModel) -> str | None:
-    if not model.differentiable:
-        return model.gradient_error or "the model is not differentiable"
+def _why_skipped(model: ProbedModel, layer: LayerInfo) -> str | None:
+    """Why ``layer`` cannot be attributed: no gradients to it (the whole model, or only
+    this layer and those computed from it), or a discrete input."""
+    reason = model.gradient_error_for(layer.name)
+    if reason is not None:
+        return reason
     dtype = np.dtype(model.input_spec.dtype)
     if dtype.kind != "f":
         return (f"the model takes discrete input ({dtype}): attributions need gradients "
@@ -106,7 +109,7 @@ def run(spec: AttributionSpec, ctx: AnalysisContext) -> AttributionSection:
         baseline=spec.baseline if integrated else None,
         examples_per_class=spec.examples_per_class, max_examples=spec.max_examples,
         classes=0, max_completeness_error=None, complete=True, grid=None, examples=[])
-    section.skipped = _why_skipped(model)
+    section.skipped = _why_skipped(model, layer)
     if section.skipped is not None:
         return section
 
