@@ -88,7 +88,7 @@ class BatchedLBFGS:
         self.gamma = x.new_ones(layers)
         self.tol, self.max_iter, self.iteration = tol, max_iter, 0
         self.finished: dict[int, Finished] = {}
-        self._retire(self._norm() <= tol, converged=True)
+        self._retire(self._norm() <= tol)
 
     @property
     def active(self) -> int:
@@ -151,19 +151,23 @@ class BatchedLBFGS:
         self.gamma = torch.where(valid, curvature / _rowdot(y, y).clamp(min=1e-30), self.gamma)
         self.theta, self.value, self.grad = new_theta, new_value, new_grad
         self.iteration += 1
-        self._retire(self._norm() <= self.tol, converged=True)
-        self._retire(pending, converged=False)  # the line search found no decrease
+        # ONE retirement per step: the masks index the rows active now, so a second call
+        # after the first had dropped rows would read the wrong rows (or past the end)
+        done = (self._norm() <= self.tol) | pending  # pending: no decrease was found
         if self.iteration >= self.max_iter:
-            self._retire(torch.ones_like(pending), converged=False)
+            done = torch.ones_like(done)
+        self._retire(done)
 
-    def _retire(self, done: torch.Tensor, *, converged: bool) -> None:
+    def _retire(self, done: torch.Tensor) -> None:
+        """Move the rows of ``done`` (a mask over the active rows) to ``finished``; a row
+        has converged when its stopping norm is at most ``tol``."""
         if not bool(done.any()):
             return
         norm = self._norm()
         for row in torch.nonzero(done).flatten().tolist():
             self.finished[int(self.ids[row])] = Finished(
                 self.theta[row].clone(), float(self.value[row]), float(norm[row]),
-                self.iteration, converged and bool(norm[row] <= self.tol))
+                self.iteration, bool(norm[row] <= self.tol))
         keep = torch.nonzero(~done).flatten()
         self.ids, self.theta = self.ids[keep], self.theta[keep]
         self.value, self.grad = self.value[keep], self.grad[keep]
