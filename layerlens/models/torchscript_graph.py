@@ -49,13 +49,75 @@ def inlined_forward_graph(module: torch.jit.ScriptModule) -> torch.Graph:
     return graph
 
 
-def _module_path(node: torch.Node) -> list[tuple[str, str]]:
+def _call_stack(node: torch.Node) -> list[tuple[str, str]]:
     """``[(attribute name, module type), ...]`` from the node's inlined call stack."""
     return [
         (name, type_)
         for name, type_ in _SEGMENT.findall(node.getModuleHierarchy())
         if name not in _NOT_MODULES
     ]
+
+
+#: How deep a called module may sit inside containers that are never called themselves
+#: (``self.layers = nn.ModuleList(...)``; ``for layer in self.layers: ...``).
+_CONTAINER_DEPTH = 2
+
+
+class ModulePaths:
+    """Call stacks -> attribute paths in the module tree.
+
+    A call stack names each module by the attribute its caller reached it
+    through, and a container that is iterated rather than called never
+    appears in it: ``layers.0.fc`` is called as ``0(Block).fc(Linear)``. The
+    tree puts the container back: a segment that is not a child of the
+    module above it is looked up among that module's descendants up to
+    :data:`_CONTAINER_DEPTH` levels down by name and type; when several match
+    (two ModuleLists of the same type) the segment keeps its bare name.
+    """
+
+    def __init__(self, root: torch.nn.Module | None) -> None:
+        self._root = root
+        self._cache: dict[tuple[tuple[str, str], ...], tuple[str, ...]] = {}
+
+    def __call__(self, stack: Sequence[tuple[str, str]]) -> tuple[str, ...]:
+        key = tuple(stack)
+        if key not in self._cache:
+            self._cache[key] = self._resolve(key)
+        return self._cache[key]
+
+    def _resolve(self, stack: tuple[tuple[str, str], ...]) -> tuple[str, ...]:
+        if self._root is None or not stack:
+            return tuple(name for name, _ in stack)
+        parent_path = self(stack[:-1])
+        parent = self._module_at(parent_path)
+        name, type_ = stack[-1]
+        if parent is None:
+            return (*parent_path, name)
+        found = _descendants_named(parent, name, type_, _CONTAINER_DEPTH)
+        return (*parent_path, *found[0]) if len(found) == 1 else (*parent_path, name)
+
+    def _module_at(self, path: tuple[str, ...]) -> torch.nn.Module | None:
+        module = self._root
+        for name in path:
+            module = dict(module.named_children()).get(name) if module is not None else None
+        return module
+
+
+def _type_name(module: torch.nn.Module) -> str:
+    return str(getattr(module, "original_name", type(module).__name__))
+
+
+def _descendants_named(module: torch.nn.Module, name: str, type_: str,
+                       depth: int) -> list[tuple[str, ...]]:
+    """Relative paths of the modules called ``name`` of type ``type_`` under ``module``: the
+    direct child when there is one, else those inside uncalled containers ``depth`` deep."""
+    children = dict(module.named_children())
+    if name in children and _type_name(children[name]) == type_:
+        return [(name,)]
+    if depth == 0:
+        return []
+    return [(child_name, *path) for child_name, child in children.items()
+            for path in _descendants_named(child, name, type_, depth - 1)]
 
 
 def _top_level(node: torch.Node, top: torch.Block) -> torch.Node:
@@ -72,16 +134,16 @@ class _Run:
     nodes: list[tuple[int, torch.Node]]
 
 
-def _module_runs(graph: torch.Graph) -> list[_Run]:
+def _module_runs(graph: torch.Graph, paths: ModulePaths) -> list[_Run]:
     """Contiguous runs of compute nodes per module path, in execution order."""
     runs: list[_Run] = []
     open_runs: dict[tuple[str, ...], _Run] = {}
     for index, node in enumerate(graph.nodes()):
         if node.kind() in _BOOKKEEPING or node.outputsSize() == 0:
             continue
-        path = _module_path(node)
-        prefixes = {tuple(name for name, _ in path[:depth]): path[depth - 1][1]
-                    for depth in range(1, len(path) + 1)}
+        stack = _call_stack(node)
+        prefixes = {paths(stack[:depth]): stack[depth - 1][1]
+                    for depth in range(1, len(stack) + 1)}
         open_runs = {p: r for p, r in open_runs.items() if p in prefixes}
         for prefix, module_type in prefixes.items():
             if prefix not in open_runs:
@@ -107,8 +169,10 @@ def _run_output(run: _Run, graph: torch.Graph) -> tuple[int, int] | None:
     return exits[0][0], exits[0][1]
 
 
-def find_module_outputs(graph: torch.Graph) -> list[GraphLayer]:
-    """Every module call's output tensor, in forward execution order.
+def find_module_outputs(graph: torch.Graph,
+                        module: torch.nn.Module | None = None) -> list[GraphLayer]:
+    """Every module call's output tensor, in forward execution order, named by its attribute
+    path in ``module`` (:class:`ModulePaths`; without ``module``, by the call stack alone).
 
     A module called more than once yields one layer per call, the second
     named ``path#2``. A container whose output is its last child's output is
@@ -116,7 +180,7 @@ def find_module_outputs(graph: torch.Graph) -> list[GraphLayer]:
     """
     by_value: dict[tuple[int, int], tuple[_Run, str]] = {}
     calls: dict[tuple[str, ...], int] = {}
-    for run in _module_runs(graph):
+    for run in _module_runs(graph, ModulePaths(module)):
         calls[run.path] = calls.get(run.path, 0) + 1
         located = _run_output(run, graph)
         if located is None:

@@ -42,7 +42,7 @@ class TorchScriptModel(ProbedModel):
                  device: str) -> None:
         self._module = module
         self._graph = inlined_forward_graph(module)
-        self._graph_layers = find_module_outputs(self._graph)
+        self._graph_layers = find_module_outputs(self._graph, module)
         self._functions: dict[tuple[str, ...], torch._C.ScriptFunction] = {}
         # every module output, until the probe shows which are float tensors
         self._by_name = {layer.name: layer for layer in self._graph_layers}

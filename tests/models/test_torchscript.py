@@ -124,3 +124,53 @@ def test_block_listed_under_deepest_module(tmp_path):
                        device="cpu")
     # "1" (a Sequential) ends in its ReLU: listed once, as "1.1"
     assert model.layer_names == ["0.conv1", "0.relu", "0.conv2", "0", "1.0", "1.1"]
+
+
+class _Block(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.act = nn.Tanh()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.fc(x))
+
+
+class _IteratedLists(nn.Module):
+    """Containers iterated, never called: they never appear in a TorchScript call stack."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = nn.Module()
+        self.encoder.layers = nn.ModuleList([_Block(), _Block()])
+        self.norms = nn.ModuleList([nn.LayerNorm(4)])
+        self.q = nn.ModuleList([nn.Linear(4, 4)])  # two lists of one type: ambiguous
+        self.k = nn.ModuleList([nn.Linear(4, 4)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.encoder.layers:
+            x = block(x)
+        for norm in self.norms:
+            x = norm(x)
+        for q, k in zip(self.q, self.k):
+            x = q(x) * k(x)
+        return x
+
+
+@pytest.mark.parametrize("export", ["scripted", "traced"])
+def test_layers_inside_iterated_module_lists_keep_the_list_name(export, tmp_path):
+    """The names are the module paths of ``named_modules()`` (as the ONNX exporter and
+    ``.pt2`` record them), the ModuleList attribute included; where two lists hold modules
+    of the same type under the same name, the call stack cannot tell them apart and the
+    layer keeps its bare name rather than a guessed one."""
+    torch.manual_seed(0)
+    net = _IteratedLists().eval()
+    path = (save_scripted(net, tmp_path / "m.pt") if export == "scripted"
+            else save_traced(net, torch.zeros(2, 4), tmp_path / "m.pt"))
+    model = load_model(path, input_shape=(4,), device="cpu")
+    names = model.layer_names
+    assert names[:5] == ["encoder.layers.0.fc", "encoder.layers.0.act",
+                         "encoder.layers.1.fc", "encoder.layers.1.act", "norms.0"]
+    assert set(names[5:]) <= {"0", "0#2", "0#3"}
+    modules = dict(_IteratedLists().named_modules())
+    assert all(name in modules for name in names[:5])
