@@ -78,4 +78,6 @@ def run(spec: ProjectionSpec, ctx: AnalysisContext) -> ProjectionSection:
         section.subsampled_from, section.subsample = len(labels_all), "stratified by class"
         section.seed = spec.seed
         section.sample_indices = ctx.artifacts.npy(keep, "projection", "sample_indices")
+    section.labels = ctx.artifacts.npy(labels.astype(np.int64), "projection", "labels")
+    section.class_names = [str(name) for name in ctx.dataset.class_names]
     return section

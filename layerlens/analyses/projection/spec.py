@@ -49,5 +49,9 @@ class ProjectionSection(Strict):
     subsample: str | None = None
     seed: int | None = None
     sample_indices: str | None = Field(default=None, description=".npy of the projected rows")
+    labels: str | None = Field(
+        default=None, description=".npy of the projected rows' class indices into class_names")
+    class_names: list[str] | None = Field(
+        default=None, description="the dataset's class names (hover labels of the page)")
     layers: list[ProjectedLayer | SkippedLayer | FailedLayer]
     complete: bool
