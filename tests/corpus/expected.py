@@ -47,23 +47,6 @@ KNOWN: dict[tuple[str, str], str] = {
                    "#1 'indices' to have one of the following scalar types: Long, Int; but got "
                    "torch.FloatTensor instead (while checking arguments for embedding); give "
                    "the shape of one sample as input_shape (e.g. 3,32,32)"),
-    # layer names by module path (class 2): TorchScript names drop the attribute name of an
-    # nn.ModuleList ('layers.0.x' is '0.x', 'encoder.stages.1.layers.0' is 'encoder.1.0'),
-    # so they differ from the same network's ONNX and .pt2 names
-    ("load", "vit/torchscript"): (
-        "issue 12 class 2: AssertionError: vit/torchscript: no layer named by module path "
-        "['layers.1.mlp.fc1']; names are like ['embeddings.patch_embeddings.projection', "
-        "'embeddings.patch_embeddings', 'embeddings.dropout', '0.layernorm_before']"),
-    ("load", "resnet/torchscript"): (
-        "issue 12 class 2: AssertionError: resnet/torchscript: no layer named by module path "
-        "['encoder.stages.1.layers.0.layer.0.activation']; names are like "
-        "['embedder.embedder.convolution', 'embedder.embedder.normalization', "
-        "'embedder.embedder.activation', 'embedder.pooler']"),
-    ("load", "wav2vec2/torchscript"): (
-        "issue 12 class 2: AssertionError: wav2vec2/torchscript: no layer named by module path "
-        "['feature_extractor.conv_layers.0.conv', 'encoder.layers.1.feed_forward.output_dense']; "
-        "names are like ['feature_extractor.0.conv', 'feature_extractor.0.layer_norm', "
-        "'feature_extractor.0.activation', 'feature_extractor.1.conv']"),
 }
 
 #: case id -> why torch (not layerlens) cannot make that export
