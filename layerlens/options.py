@@ -76,6 +76,10 @@ class JobOptions(BaseModel):
     seed: int = Field(default=0, ge=0, le=2**32 - 1, description="seeds every random choice")
     input_shape: list[Positive] | None = Field(
         default=None, description="shape of one sample, e.g. [1, 8, 8]; default the model's")
+    input_name: str | None = Field(
+        default=None, min_length=1, max_length=256,
+        description="the model input that the dataset's x feeds (its other inputs come from "
+                    "the .npz arrays named after them); default the first input")
     mean: list[float] | None = Field(
         default=None, description="per-channel mean subtracted from the inputs")
     std: list[Annotated[float, Field(gt=0)]] | None = Field(
@@ -87,6 +91,10 @@ class JobOptions(BaseModel):
                     "larger layers are reduced")
     max_features: Positive = Field(
         default=DEFAULT_MAX_FEATURES, description="features a random projection keeps")
+    sequence_pooling: Literal["mean", "first", "last"] = Field(
+        default="mean", description="how a sequence layer (L, D) of a token model is pooled "
+                                    "over its L positions: the mean, the first or the last "
+                                    "position (never over the D features)")
     device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto", description="where the model and the analyses run")
     compare_to: str | None = Field(

@@ -66,8 +66,9 @@ AnalysisSpec: TypeAlias = str | Mapping[str, Any]
 #: The job options ``create_job`` takes, besides ``analyses``, as ``POST /v1/jobs`` names them
 #: (the engine's ``layerlens.options.JobOptions``; a test keeps the two the same). None, the
 #: default of each, leaves the option out, so the server's default applies.
-JOB_OPTIONS = ("layers", "max_samples", "seed", "input_shape", "mean", "std", "batch_size",
-               "memory_budget", "max_features", "device", "compare_to")
+JOB_OPTIONS = ("layers", "max_samples", "seed", "input_shape", "input_name", "mean", "std",
+               "batch_size", "memory_budget", "max_features", "sequence_pooling", "device",
+               "compare_to")
 
 _STATUS_ERRORS: dict[int, type[APIStatusError]] = {
     400: BadRequestError, 413: BadRequestError, 415: BadRequestError, 422: BadRequestError,

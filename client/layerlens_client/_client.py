@@ -138,10 +138,11 @@ class Client(BaseClient):
                    analyses: Sequence[AnalysisSpec] | None = None, *,
                    layers: Sequence[str] | str | None = None, max_samples: int | None = None,
                    seed: int | None = None, input_shape: Sequence[int] | str | None = None,
+                   input_name: str | None = None,
                    mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
                    batch_size: int | None = None, memory_budget: int | str | None = None,
-                   max_features: int | None = None, device: str | None = None,
-                   compare_to: str | None = None,
+                   max_features: int | None = None, sequence_pooling: str | None = None,
+                   device: str | None = None, compare_to: str | None = None,
                    idempotency_key: str | None = None) -> Job:
         """Queue an analysis job; the queued job.
 
@@ -149,9 +150,12 @@ class Client(BaseClient):
         kind string stands for ``{"kind": kind}``); None runs every kind. The keywords
         are the API's job options (the same as ``layerlens analyze``'s flags): ``layers``
         (names or glob patterns), ``max_samples``, ``seed``, ``input_shape`` (one sample,
-        e.g. ``(1, 8, 8)``), ``mean`` / ``std`` (per channel, to normalise the inputs),
+        e.g. ``(1, 8, 8)``), ``input_name`` (the model input the dataset's ``x`` feeds),
+        ``mean`` / ``std`` (per channel, to normalise the inputs),
         ``batch_size``, ``memory_budget`` (bytes, or a size like ``"512MB"``),
-        ``max_features``, ``device`` (``"auto"``, ``"cpu"``, ``"cuda"``) and ``compare_to``
+        ``max_features``, ``sequence_pooling`` (``"mean"``, ``"first"``, ``"last"``: a token
+        model's sequence layers over positions), ``device`` (``"auto"``, ``"cpu"``,
+        ``"cuda"``) and ``compare_to``
         (the id of another model, whose layers the similarity analysis compares with this
         one's on the same samples); one left None is not sent, so the server's default
         applies. The request carries one
@@ -160,9 +164,10 @@ class Client(BaseClient):
         """
         return self._run(self._flow_create_job(
             model_id, dataset, analyses, layers=layers, max_samples=max_samples, seed=seed,
-            input_shape=input_shape, mean=mean, std=std, batch_size=batch_size,
-            memory_budget=memory_budget, max_features=max_features, device=device,
-            compare_to=compare_to, idempotency_key=idempotency_key))
+            input_shape=input_shape, input_name=input_name, mean=mean, std=std,
+            batch_size=batch_size, memory_budget=memory_budget, max_features=max_features,
+            sequence_pooling=sequence_pooling, device=device, compare_to=compare_to,
+            idempotency_key=idempotency_key))
 
     def get_job(self, job_id: Job | str) -> Job:
         return self._run(self._flow_get_job(job_id))
@@ -328,17 +333,19 @@ class AsyncClient(BaseClient):
                          layers: Sequence[str] | str | None = None,
                          max_samples: int | None = None, seed: int | None = None,
                          input_shape: Sequence[int] | str | None = None,
+                         input_name: str | None = None,
                          mean: Sequence[float] | None = None,
                          std: Sequence[float] | None = None, batch_size: int | None = None,
                          memory_budget: int | str | None = None,
-                         max_features: int | None = None, device: str | None = None,
-                         compare_to: str | None = None,
+                         max_features: int | None = None, sequence_pooling: str | None = None,
+                         device: str | None = None, compare_to: str | None = None,
                          idempotency_key: str | None = None) -> Job:
         return await self._run(self._flow_create_job(
             model_id, dataset, analyses, layers=layers, max_samples=max_samples, seed=seed,
-            input_shape=input_shape, mean=mean, std=std, batch_size=batch_size,
-            memory_budget=memory_budget, max_features=max_features, device=device,
-            compare_to=compare_to, idempotency_key=idempotency_key))
+            input_shape=input_shape, input_name=input_name, mean=mean, std=std,
+            batch_size=batch_size, memory_budget=memory_budget, max_features=max_features,
+            sequence_pooling=sequence_pooling, device=device, compare_to=compare_to,
+            idempotency_key=idempotency_key))
 
     async def get_job(self, job_id: Job | str) -> Job:
         return await self._run(self._flow_get_job(job_id))

@@ -21,7 +21,8 @@ VALUES: dict[str, Any] = {
     "analyses": [{"kind": "linear_probe", "test_fraction": 0.25}, "projection", "similarity"],
     "layers": ["conv*", "fc"], "max_samples": 300, "seed": 7, "input_shape": (1, 8, 8),
     "mean": [0.5], "std": [0.25], "batch_size": 64, "memory_budget": "512MB",
-    "max_features": 1024, "device": "cpu", "compare_to": "m2",
+    "max_features": 1024, "device": "cpu", "compare_to": "m2", "input_name": "input_ids",
+    "sequence_pooling": "last",
 }
 #: What each becomes in the request body, where that differs from the value given.
 SENT: dict[str, Any] = {
