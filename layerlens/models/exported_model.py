@@ -25,7 +25,7 @@ from torch.export.graph_signature import InputKind
 from torch.export.passes import move_to_device_pass
 
 from layerlens.errors import ModelFormatError, ShapeMismatchError, is_allocation_failure
-from layerlens.models.base import InputSpec, LayerInfo, ProbedModel
+from layerlens.models.base import InputSpec, LayerInfo, ProbedModel, weights_by_module
 from layerlens.models.exported_graph import find_module_outputs
 
 _FLOAT_DTYPES = {torch.float32: "float32", torch.float16: "float16", torch.float64: "float64"}
@@ -153,6 +153,9 @@ class ExportedModel(ProbedModel):
         self._graph = program.graph
         self._check_inference(program)
         self._inputs = self._placeholder_values(program)
+        self._parameters = {spec.target: getattr(spec.arg, "name", "")
+                            for spec in program.graph_signature.input_specs
+                            if spec.kind == InputKind.PARAMETER and spec.target is not None}
         self._freed = _last_uses(self._graph)
         # a value an in-place operator changes later is kept as it was when computed
         self._copy = any(_mutates(node) for node in self._graph.nodes)
@@ -272,3 +275,8 @@ class ExportedModel(ProbedModel):
 
     def _capture_torch(self, x: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:
         return self._run(x, layers)
+
+    def weights(self) -> dict[str, dict[str, torch.Tensor]]:
+        tensors = {target: self._inputs[name] for target, name in self._parameters.items()}
+        return weights_by_module(self.layers, ((target, tensor) for target, tensor
+                                               in tensors.items() if tensor is not None))

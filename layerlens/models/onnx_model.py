@@ -26,6 +26,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
+from onnx import numpy_helper
 
 from layerlens.errors import (
     ModelFormatError,
@@ -56,6 +57,8 @@ _PROBE_SAMPLES = 2
 #: ``OnnxModel._check_agreement``); at least 8 machine epsilons each for 16-bit layers.
 AGREEMENT_TOLERANCE = 1e-3
 AGREEMENT_FLOOR = 1e-5
+#: Nodes whose second input, when an initializer, is a trainable weight (the third: a bias).
+_WEIGHTED_NODES = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
 
 
 @dataclass(frozen=True)
@@ -364,3 +367,50 @@ class OnnxModel(ProbedModel):
         if all(p.ndim >= 1 and p.shape[0] == self._fixed_batch for p in parts):
             return concatenate(list(parts))[:n]
         return parts[0]
+
+    def weights(self) -> dict[str, dict[str, torch.Tensor]]:
+        initializers = {tensor.name: tensor for tensor in self._model.graph.initializer}
+        found: dict[str, dict[str, torch.Tensor]] = {}
+        for node in self._model.graph.node:
+            if node.op_type not in _WEIGHTED_NODES or len(node.input) < 2 \
+                    or node.input[1] not in initializers:
+                continue
+            layer = self._layer_from(node.output[0])
+            for name in node.input[1:3]:
+                tensor = self._initializer_tensor(initializers.get(name))
+                if layer is not None and tensor is not None:
+                    found.setdefault(layer, {})[name] = tensor
+        return {name: found[name] for name in self.layer_names if name in found}
+
+    def _layer_from(self, value: str) -> str | None:
+        """The first layer (forward order) that is ``value`` or is computed from it
+        through values that are not layers."""
+        layer_of = {v: name for name, v in self._values.items()}
+        readers: dict[str, list[str]] = {}
+        for node in self._model.graph.node:
+            for name in node.input:
+                readers.setdefault(name, []).extend(out for out in node.output if out)
+        order = {name: i for i, name in enumerate(self.layer_names)}
+        reached, pending, seen = [], [value], {value}
+        while pending:
+            current = pending.pop()
+            if current in layer_of:
+                reached.append(layer_of[current])
+                continue
+            for nxt in readers.get(current, ()):
+                if nxt not in seen:
+                    seen.add(nxt)
+                    pending.append(nxt)
+        return min(reached, key=order.__getitem__) if reached else None
+
+    def _initializer_tensor(self, initializer: onnx.TensorProto | None) -> torch.Tensor | None:
+        """The tensor the torch path reads for ``initializer``; without a torch path, a
+        copy on the model's device (nothing can differentiate through it)."""
+        if initializer is None:
+            return None
+        if self._torch_graph is not None:
+            return self._torch_graph.constant(initializer.name)
+        array = numpy_helper.to_array(initializer)
+        if array.dtype.kind != "f":
+            return None
+        return torch.from_numpy(array.copy()).to(self.device)

@@ -1177,6 +1177,12 @@ class OnnxTorchGraph(torch.nn.Module):
         self.register_buffer(buffer, _to_tensor(array))
         self._buffer_names[name] = buffer
 
+    def constant(self, name: str) -> torch.Tensor | None:
+        """The tensor evaluation reads for an initializer or Constant output (a buffer);
+        None when there is none (not a constant, or a type torch cannot hold)."""
+        buffer = self._buffer_names.get(name)
+        return None if buffer is None else self.get_buffer(buffer)
+
     @property
     def unavailable(self) -> Mapping[str, str]:
         """Value name -> why the torch path cannot compute it (read-only)."""

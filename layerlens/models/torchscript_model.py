@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from layerlens.errors import ModelFormatError, ShapeMismatchError
-from layerlens.models.base import InputSpec, LayerInfo, ProbedModel
+from layerlens.models.base import InputSpec, LayerInfo, ProbedModel, weights_by_module
 from layerlens.models.torchscript_graph import (
     capture_function,
     find_module_outputs,
@@ -98,3 +98,6 @@ class TorchScriptModel(ProbedModel):
 
     def _capture_torch(self, x: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:
         return self._run(x, layers)
+
+    def weights(self) -> dict[str, dict[str, torch.Tensor]]:
+        return weights_by_module(self.layers, self._module.named_parameters())
