@@ -6,24 +6,26 @@ from collections.abc import Sequence
 from typing import Any
 
 from layerlens.analyses.linear_probe.spec import ProbeLayer
-from layerlens.report.plots import plt
+from layerlens.report.plots import layer_row_figure, layer_ticks
 
 
 def accuracy_figure(names: Sequence[str], probed: Sequence[ProbeLayer], chance: float) -> Any:
-    """Accuracy (fraction correct) of every probed layer, x = the layer's place in ``names``."""
+    """Accuracy (fraction correct) of every probed layer, x = the layer's place in ``names``,
+    in rows of layers (:func:`~layerlens.report.plots.layer_row_figure`)."""
     position = {name: i for i, name in enumerate(names)}
-    depth = [position[row.layer] for row in probed]
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.45 * len(names) + 2), 4.5),
-                           constrained_layout=True)
-    ax.plot(depth, [row.train_accuracy for row in probed], "o-", label="train split")
-    ax.plot(depth, [row.test_accuracy for row in probed], "s-", label="test split")
-    ax.axhline(chance, color="grey", linestyle="--",
-               label=f"chance (majority class, {chance:.2f})")
-    ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=8)
-    ax.set_xlabel("layer (forward order)")
-    ax.set_ylabel("probe accuracy (fraction correct)")
-    ax.set_ylim(0.0, 1.02)
-    ax.set_title("Linear probe accuracy by layer")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
+    fig, rows = layer_row_figure(len(names), panel_inches=2.6,
+                                 title="Linear probe accuracy by layer")
+    for row, (block, (ax,)) in enumerate(rows):
+        here = [p for p in probed if position[p.layer] in block]
+        depth = [position[p.layer] for p in here]
+        ax.plot(depth, [p.train_accuracy for p in here], "o-", markersize=4,
+                label="train split")
+        ax.plot(depth, [p.test_accuracy for p in here], "s-", markersize=4, label="test split")
+        ax.axhline(chance, color="grey", linestyle="--",
+                   label=f"chance (majority class, {chance:.2f})")
+        layer_ticks(ax, block, names)
+        ax.set_ylabel("accuracy\n(fraction correct)")
+        ax.set_ylim(0.0, 1.02)
+        if row == 0:
+            ax.legend(loc="lower right", fontsize=8)
     return fig
