@@ -14,6 +14,8 @@ from layerlens.report.plots import plt
 Row = InformationLayer | SkippedLayer | FailedLayer
 #: Layers named in the figure's legend (beyond this, only their index is annotated).
 _LEGEND_LAYERS = 16
+#: Markers annotated with their index: every k-th beyond this many (and the last).
+_ANNOTATED_LAYERS = 40
 
 
 def information_plane_figure(entries: Sequence[Row], *, h_y: float, h_x: float,
@@ -21,7 +23,8 @@ def information_plane_figure(entries: Sequence[Row], *, h_y: float, h_x: float,
     """The information plane: I(X;T) against I(T;Y), one marker per layer in forward order.
 
     Layers without I(X;T) (``ksg``) are drawn as I(T;Y) against depth instead.
-    Skipped layers are left out; markers carry the layer's index in ``entries``;
+    Skipped layers are left out; markers carry the layer's index in ``entries`` (every
+    k-th of more than 40);
     layers constant at float32 resolution (0 bits by construction) are crosses.
     """
     points = [(i, e) for i, e in enumerate(entries)
@@ -32,11 +35,15 @@ def information_plane_figure(entries: Sequence[Row], *, h_y: float, h_x: float,
     xs = [e.I_XT if plane and e.I_XT is not None else i for i, e in points]
     ys = [e.I_TY for _, e in points]
     ax.plot(xs, ys, color="0.75", linewidth=1, zorder=1)
-    for (index, entry), x, y, color in zip(points, xs, ys, colors, strict=False):
+    step = max(1, -(-len(points) // _ANNOTATED_LAYERS))
+    for rank, ((index, entry), x, y, color) in enumerate(
+            zip(points, xs, ys, colors, strict=False)):
         label = f"{index}: {entry.layer}" if len(points) <= _LEGEND_LAYERS else None
         ax.scatter([x], [y], color=color, s=45, zorder=2, label=label,
                    marker="x" if entry.constant else "o")
-        ax.annotate(str(index), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        if rank % step == 0 or rank == len(points) - 1:
+            ax.annotate(str(index), (x, y), textcoords="offset points", xytext=(4, 4),
+                        fontsize=8)
     ax.axhline(h_y, color="tab:red", linestyle="--", linewidth=1, label=f"H(Y) = {h_y:.3f} bits")
     if plane:
         ax.axvline(log2_n, color="tab:blue", linestyle=":", linewidth=1,

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from layerlens.report.plots import plt
+from layerlens.report.plots import DPI, MAX_WIDTH_PX, plt
 
 #: At most this many tick labels per axis; beyond it every k-th layer is labelled.
 MAX_TICK_LABELS = 40
@@ -42,7 +42,7 @@ def heatmap_figure(matrix: np.ndarray, rows: Sequence[str], cols: Sequence[str],
     """``matrix`` (len(rows), len(cols)) as a heatmap, rows top to bottom in forward order;
     NaN cells grey. Colour scale 0..1, extended below 0 when a value is negative."""
     n_rows, n_cols = matrix.shape
-    size = float(np.clip(0.28 * max(n_rows, n_cols), 4.0, 14.0))
+    size = float(np.clip(0.28 * max(n_rows, n_cols), 4.0, MAX_WIDTH_PX / DPI - 3.5))
     fig, ax = plt.subplots(figsize=(size + 3.5, size + 2.5), constrained_layout=True)
     cmap = plt.get_cmap("viridis").with_extremes(bad="0.85")
     finite = matrix[np.isfinite(matrix)]
