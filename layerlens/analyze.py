@@ -103,6 +103,20 @@ def analyze(model_path: str | Path, dataset: str | Dataset, out_dir: str | Path,
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    report = report_from_capture(model, data, subset, activations, spec, out,
+                                 progress=progress, reference=reference)
+    atomic_write(out / "report.json", report.model_dump_json(indent=2))
+    write_html(report, out / "report.html")
+    return report
+
+
+def report_from_capture(model: ProbedModel, data: Dataset, subset: Dataset,
+                        activations: Activations, spec: list[AnalysisSpec], out: Path, *,
+                        progress: StageProgress | None = None,
+                        reference: Reference | None = None) -> Report:
+    """Every analysis of ``spec`` on ONE capture of ``model`` over ``subset`` (drawn from
+    ``data``); their artifacts are written into ``out``, the report is returned unwritten.
+    :func:`analyze` and :func:`layerlens.series.analyze_series` (once per checkpoint) call it."""
     sections: dict[str, Any] = {}
     warnings: list[Warning_] = []
     for entry in spec:
@@ -116,7 +130,7 @@ def analyze(model_path: str | Path, dataset: str | Dataset, out_dir: str | Path,
     section = _activations_section(activations)
     ops = {layer.name: layer.op for layer in model.layers}
     activation_summary_png(section.layers, ops, out / ACTIVATIONS_IMAGE)
-    report = Report(
+    return Report(
         layerlens_version=__version__,
         model=_model_section(model),
         dataset=DatasetSection(ref=data.ref, n_samples=subset.n_samples,
@@ -125,9 +139,6 @@ def analyze(model_path: str | Path, dataset: str | Dataset, out_dir: str | Path,
         analyses=sections,
         warnings=warnings,
     )
-    _atomic_write(out / "report.json", report.model_dump_json(indent=2))
-    write_html(report, out / "report.html")
-    return report
 
 
 def _reference_model(options: JobOptions, data: Dataset
@@ -172,7 +183,7 @@ def _for_stage(progress: StageProgress | None, stage: str) -> ProgressCallback |
     return lambda step, total, metrics: progress(stage, step, total, metrics)
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def atomic_write(path: Path, text: str) -> None:
     """Write via a temporary file so a crash never leaves half a report."""
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(text, encoding="utf-8")

@@ -164,7 +164,7 @@ def pca_embedding(values: np.ndarray, *, n_components: int = 2, seed: int = 0,
 
 
 def tsne_embedding(values: np.ndarray, *, perplexity: float = TSNE_PERPLEXITY, seed: int = 0,
-                   n_jobs: int | None = None) -> np.ndarray:
+                   n_jobs: int | None = None, init: np.ndarray | None = None) -> np.ndarray:
     """2-D t-SNE (openTSNE; PCA initialisation, learning rate n/12, 125 + 250 iterations).
 
     125 early-exaggeration and 250 normal iterations instead of openTSNE's
@@ -188,6 +188,10 @@ def tsne_embedding(values: np.ndarray, *, perplexity: float = TSNE_PERPLEXITY, s
     n_jobs : int, optional
         Threads; default torch's thread count, or 1 below 1,000 points, where
         thread start-up and synchronisation cost more than they save.
+    init : ndarray, shape (n_points, 2), optional
+        Start from this embedding (e.g. the same points' embedding at the previous
+        training checkpoint, so that successive panels are comparable, Rauber et al.
+        2017), rescaled to openTSNE's initial standard deviation 1e-4; default PCA.
 
     Returns
     -------
@@ -199,10 +203,13 @@ def tsne_embedding(values: np.ndarray, *, perplexity: float = TSNE_PERPLEXITY, s
     Methods 16; Poličar et al. (2024), JSS 109(3).
     """
     from openTSNE import TSNE
+    from openTSNE.initialization import rescale
 
     values = _check_values(values)
     if not 0 < perplexity < len(values):
         raise InputError(f"perplexity must be in (0, n_points = {len(values)}), got {perplexity}")
+    if init is not None and np.shape(init) != (len(values), 2):
+        raise InputError(f"init must have shape ({len(values)}, 2), got {np.shape(init)}")
     if n_jobs is None:
         n_jobs = 1 if len(values) < _TSNE_THREADED_FROM else torch.get_num_threads()
     # FFT path (openTSNE uses it from 10,000 points): interpolation cells 3 embedding units
@@ -216,7 +223,8 @@ def tsne_embedding(values: np.ndarray, *, perplexity: float = TSNE_PERPLEXITY, s
                 ints_in_interval=_FFT_INTS_IN_INTERVAL, min_num_intervals=_FFT_MIN_INTERVALS,
                 early_exaggeration_iter=125,
                 n_iter=250, neighbors="exact" if len(values) <= _EXACT_NEIGHBORS_UP_TO else "auto",
-                verbose=False)
+                verbose=False,
+                initialization="pca" if init is None else rescale(np.array(init, dtype=np.float64)))
     return np.asarray(tsne.fit(np.ascontiguousarray(values, dtype=np.float64)), dtype=np.float64)
 
 
@@ -252,7 +260,8 @@ def umap_embedding(values: np.ndarray, *, n_neighbors: int = UMAP_NEIGHBORS,
 
 
 def project_layer(values: np.ndarray, labels: np.ndarray, *, method: Method = "tsne",
-                  k: int = 6, seed: int = 0, device: str = "cpu") -> LayerProjection:
+                  k: int = 6, seed: int = 0, device: str = "cpu",
+                  init: np.ndarray | None = None) -> LayerProjection:
     """Project one layer's activations to 2-D and score the projection.
 
     Parameters
@@ -270,6 +279,8 @@ def project_layer(values: np.ndarray, labels: np.ndarray, *, method: Method = "t
     seed : int, default 0
     device : str, default "cpu"
         Torch device for PCA and trustworthiness.
+    init : ndarray, shape (n_points, 2), optional
+        t-SNE only: the embedding to start from (:func:`tsne_embedding`).
 
     Returns
     -------
@@ -299,7 +310,7 @@ def project_layer(values: np.ndarray, labels: np.ndarray, *, method: Method = "t
         if method == "tsne":
             perplexity = min(TSNE_PERPLEXITY, (n - 1) / 3.0)
             parameters["perplexity"] = perplexity
-            coordinates = tsne_embedding(source, perplexity=perplexity, seed=seed)
+            coordinates = tsne_embedding(source, perplexity=perplexity, seed=seed, init=init)
         else:
             n_neighbors = min(UMAP_NEIGHBORS, n - 1)
             parameters["n_neighbors"] = n_neighbors
