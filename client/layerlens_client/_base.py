@@ -28,6 +28,7 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from layerlens_client import _retry
+from layerlens_client._onnx_data import external_data_files
 from layerlens_client._progress import ProgressLine
 from layerlens_client._version import __version__
 from layerlens_client.errors import (
@@ -148,6 +149,8 @@ class Call:
     json: Any = None
     data: Mapping[str, str] | None = None
     upload: Path | None = None  # sent as the multipart field "file", streamed from disk
+    #: more "file" parts after ``upload``: (name in ``upload``'s folder, local file)
+    data_files: tuple[tuple[str, Path], ...] = ()
     headers: Mapping[str, str] = field(default_factory=dict)
     sink: FileSink | None = None
     max_retries: int | None = None  # None: the client's
@@ -261,6 +264,19 @@ def job_body(model_id: str, dataset: str, analyses: Sequence[AnalysisSpec] | Non
     return body
 
 
+def _data_files_beside(model: Path) -> tuple[tuple[str, Path], ...]:
+    """The external data files of an ONNX ``model`` that lie in its folder (torch's default
+    exporter writes ``f.onnx.data``), each under its name there; one that is missing goes
+    unsent, and the server names it."""
+    found = []
+    for location in external_data_files(model):
+        local = model.parent / location
+        if ".." not in Path(location).parts and not Path(location).is_absolute() \
+                and local.is_file():
+            found.append((location, local))
+    return tuple(found)
+
+
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
@@ -327,8 +343,9 @@ class BaseClient:
         headers.update(call.headers)
         upload = None
         if call.upload is not None:
-            handle = files.enter_context(call.upload.open("rb"))
-            upload = {"file": (call.upload.name, handle, "application/octet-stream")}
+            parts = [(call.upload.name, call.upload), *call.data_files]
+            upload = [("file", (name, files.enter_context(path.open("rb")),
+                                "application/octet-stream")) for name, path in parts]
         return httpx.Request(call.method, self.base_url + call.path, params=call.params,
                              json=call.json, data=call.data, files=upload, headers=headers,
                              extensions={"timeout": self.timeout.as_dict()})
@@ -404,8 +421,9 @@ class BaseClient:
                                    else ",".join(str(int(d)) for d in input_shape))
         if name is not None:
             data["name"] = name
-        return self._request(Call("POST", "/v1/models", data=data or None, upload=Path(path)),
-                             _as(Model))
+        model = Path(path)
+        return self._request(Call("POST", "/v1/models", data=data or None, upload=model,
+                                  data_files=_data_files_beside(model)), _as(Model))
 
     def _flow_upload_dataset(self, path: PathLike, *, name: str | None) -> Flow[DatasetInfo]:
         data = {"name": name} if name is not None else None

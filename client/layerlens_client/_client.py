@@ -119,8 +119,9 @@ class Client(BaseClient):
                      name: str | None = None) -> Model:
         """Upload an ONNX or TorchScript file (streamed from disk); the inspected model.
 
-        ``input_shape`` is one sample's shape without the batch axis, e.g. ``(1, 8, 8)``;
-        TorchScript files need it.
+        An ONNX file's external data files beside it (``f.onnx.data``, as torch's default
+        exporter writes them) go in the same upload. ``input_shape`` is one sample's shape
+        without the batch axis, e.g. ``(1, 8, 8)``; TorchScript files need it.
         """
         return self._run(self._flow_upload_model(path, input_shape=input_shape, name=name))
 
