@@ -12,19 +12,27 @@ _AXIS_UNITS = {"pca": "activation units", "tsne": "arbitrary units", "umap": "ar
 _AXIS_NAMES = {"pca": "PC", "tsne": "t-SNE", "umap": "UMAP"}
 
 
+def class_colors(n_classes: int) -> list[tuple[float, float, float, float]]:
+    """One RGBA colour per class: tab10, tab20, or turbo beyond 20 classes."""
+    if n_classes <= 20:
+        cmap = plt.get_cmap("tab10" if n_classes <= 10 else "tab20")
+        return [cmap(index) for index in range(n_classes)]
+    cmap = plt.get_cmap("turbo")
+    return [cmap(index / max(n_classes - 1, 1)) for index in range(n_classes)]
+
+
 def scatter_figure(coordinates: np.ndarray, labels: np.ndarray, class_names: tuple[str, ...],
                    *, layer: str, method: str, k: int, neighborhood_hit: float,
                    trustworthiness: float) -> Any:
     """The projection as a scatter plot coloured by class, with a legend."""
     fig, ax = plt.subplots(figsize=(6.4, 5.6), constrained_layout=True)
     n_classes = len(class_names)
-    cmap = plt.get_cmap("tab10" if n_classes <= 10 else "tab20" if n_classes <= 20 else "turbo")
+    colors = class_colors(n_classes)
     size = float(np.clip(2000.0 / max(len(coordinates), 1), 2.0, 30.0))
     for index, name in enumerate(class_names):
         mask = labels == index
         if mask.any():
-            color = cmap(index if n_classes <= 20 else index / max(n_classes - 1, 1))
-            ax.scatter(coordinates[mask, 0], coordinates[mask, 1], s=size, color=color,
+            ax.scatter(coordinates[mask, 0], coordinates[mask, 1], s=size, color=colors[index],
                        alpha=0.8, linewidths=0, label=name)
     axis, units = _AXIS_NAMES[method], _AXIS_UNITS[method]
     ax.set_xlabel(f"{axis} 1 ({units})")
