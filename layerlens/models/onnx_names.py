@@ -19,6 +19,7 @@ other converters) keeps one layer per node output, named by node name.
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -84,14 +85,51 @@ def _scoped_name_modules(node: onnx.NodeProto) -> list[_Module] | None:
     return [(path, None) for path in paths]
 
 
+_REPEAT = re.compile(r"^(.+)_(\d+)$")
+
+
+class _RepeatedCalls:
+    """The TorchScript-based exporter names the scope of a module's second call ``act_1``
+    (``blocks.0_1``): renamed ``act#2`` as the other formats name it, when ``act`` was seen
+    before and no weight lives under ``act_1.`` (a module really called ``act_1`` with
+    weights keeps its name; one without weights, beside an ``act`` called earlier, cannot be
+    told apart from a second call)."""
+
+    def __init__(self, model: onnx.ModelProto) -> None:
+        self._weighted = {name.rsplit(".", 1)[0] for name in
+                          (init.name for init in model.graph.initializer) if "." in name}
+        self._seen: set[str] = set()
+        self._renamed: dict[str, str] = {}
+
+    def __call__(self, modules: list[_Module]) -> list[_Module]:
+        result: list[_Module] = []
+        for path, cls in modules:
+            parent = result[-1][0] if result else ""
+            original_parent = modules[len(result) - 1][0] if result else ""
+            if parent != original_parent and path.startswith(original_parent + "."):
+                path = parent + path[len(original_parent):]
+            path = self._renamed.get(path, path)
+            match = _REPEAT.match(path)
+            if match and match.group(1) in self._seen and path not in self._weighted \
+                    and path not in self._seen:
+                renamed = f"{match.group(1)}#{int(match.group(2)) + 1}"
+                self._renamed[path] = renamed
+                path = renamed
+            result.append((path, cls))
+        self._seen.update(path for path, _ in result if "#" not in path)
+        return result
+
+
 def _modules(model: onnx.ModelProto) -> list[list[_Module] | None]:
     """Each top-level node's enclosing modules, or None where the file does not say."""
     scoped_names = model.producer_name == "pytorch"
+    repeated = _RepeatedCalls(model)
     result = []
     for node in model.graph.node:
         modules = _metadata_modules(node)
         if modules is None and scoped_names:
             modules = _scoped_name_modules(node)
+            modules = None if modules is None else repeated(modules)
         result.append(modules)
     return result
 

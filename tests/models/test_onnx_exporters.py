@@ -320,6 +320,37 @@ def test_names_by_module_path_are_equal_across_exporters(exports, net):
     assert [layer.name for layer in chosen] == ["features.1.conv", "features.1.act", "features.1"]
 
 
+
+class CalledTwice(nn.Module):
+    """``act`` and ``blocks`` called twice; ``fc_1`` a real module beside ``fc``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.blocks = nn.Sequential(nn.Linear(4, 4), nn.Tanh())
+        self.act = nn.ReLU()
+        self.fc = nn.Linear(4, 4)
+        self.fc_1 = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act(self.blocks(self.blocks(x)))
+        return self.fc_1(self.act(self.fc(x)))
+
+
+def test_a_second_call_is_named_alike_by_every_exporter(tmp_path):
+    """The TorchScript-based exporter scopes a second call ``act_1``: named ``act#2`` as the
+    other formats name it, while ``fc_1``, which has weights of its own, keeps its name."""
+    torch.manual_seed(0)
+    model, example = CalledTwice().eval(), (torch.zeros(2, 4),)
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, example, str(tmp_path / "dynamo.onnx"))
+        torch.onnx.export(model, example, str(tmp_path / "legacy.onnx"), dynamo=False)
+    torch.jit.save(torch.jit.trace(model, example), str(tmp_path / "m.pt"))
+    expected = ["blocks.0", "blocks.1", "blocks.0#2", "blocks.1#2", "act", "fc", "act#2", "fc_1"]
+    for name in ("dynamo.onnx", "legacy.onnx", "m.pt"):
+        names = load_model(tmp_path / name, input_shape=(4,), device="cpu").layer_names
+        assert names == expected, name
+
 # --- 12. non-tensor outputs ----------------------------------------------------------------
 
 def _skl2onnx_mlp(path: Path):  # type: ignore[no-untyped-def]
