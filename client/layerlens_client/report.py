@@ -48,6 +48,7 @@ __all__ = [
     "ProjectionSection",
     "ReductionEntry",
     "Report",
+    "RunPlan",
     "SimilaritySection",
     "SkippedLayer",
     "UndefinedLayer",
@@ -297,6 +298,29 @@ class MutualInformationSection(_Model):
     complete: bool
 
 
+class RunPlan(_Model):
+    """What the run optimised, and why (see :mod:`.plan`)."""
+
+    candidate_layers: int = Field(description="selected layers that have units and gradients")
+    optimised_layers: int
+    units_per_layer: int = Field(description="a narrower layer gets all of its units")
+    steps: int
+    work: float = Field(
+        description=(
+            "activation element-steps: steps x the activation elements of each unit's forward pass "
+            "up to its layer"
+        ),
+    )
+    budget: float = Field(description="the element-steps a default run may take")
+    batches: int = Field(
+        description=(
+            "optimisation batches: one forward pass per step each, for every layer in the batch "
+            "together"
+        ),
+    )
+    reason: str
+
+
 class OptimisedUnit(_Model):
     unit: int
     activation: float = Field(description="the unit's objective on its optimised input")
@@ -321,6 +345,7 @@ class ActivationMaximizationSection(_Model):
 
     objective: str  # "channel" | "neuron"
     steps: int
+    plan: RunPlan
     parametrization: str  # "fourier" | "box"
     lr: float
     complete: bool

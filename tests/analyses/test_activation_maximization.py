@@ -10,15 +10,24 @@ import torch
 from torch import nn
 
 from app.demo.model import digits_cnn
+from layerlens.analyses.activation_maximization.joint import Target, chunk_targets, joint_score
 from layerlens.analyses.activation_maximization.parametrization import (
     FourierImage,
     apply_transform,
     data_range,
 )
-from layerlens.analyses.activation_maximization.run import dataset_objective, run
+from layerlens.analyses.activation_maximization.run import dataset_objectives, run
+from layerlens.analyses.activation_maximization.plan import (
+    DEFAULT_STEPS,
+    DEFAULT_UNITS,
+    MAX_LAYERS,
+    plan_run,
+    spread_over_depth,
+)
 from layerlens.analyses.activation_maximization.science import (
     PROGRESS_EVERY,
     maximize_activation,
+    maximize_objectives,
     objective_values,
 )
 from layerlens.analyses.activation_maximization.spec import ActivationMaximizationSpec
@@ -196,6 +205,100 @@ def test_units_of_a_layer_run_as_one_batch(small_cnn):
     assert np.all(batched.activations > start[0, units].numpy())
 
 
+def test_units_of_several_layers_in_one_batch_equal_each_unit_alone(small_cnn):
+    """Joint optimisation of (layer, unit) pairs from three layers == each pair alone.
+
+    One capture call per step returns all three layers. Tolerance: optimised inputs agree
+    to 1e-3 data units (range 0..16), activations to 1e-4 relative (float rounding differs
+    between batch sizes).
+    """
+    model, data = small_cnn
+    names = [model.layer_names[i] for i in (0, 3, 7)]  # conv, conv, flat
+    targets = [Target(names[0], 2, 21), Target(names[1], 5, 22), Target(names[2], 9, 23),
+               Target(names[0], 7, 24), Target(names[2], 0, 25)]
+    low, high = data_range(data.x, (1, 8, 8))
+    calls = []
+
+    def capture(x, layers):
+        calls.append(tuple(layers))
+        return model.capture_torch(x, layers)
+
+    steps = 48
+    common = dict(input_shape=(1, 8, 8), low=low, high=high, steps=steps, device="cpu")
+    joint = maximize_objectives(joint_score(capture, targets, "channel"),
+                                seeds=[t.seed for t in targets], **common)
+    assert calls == [tuple(dict.fromkeys(t.layer for t in targets))] * (steps + 1)
+    for b, target in enumerate(targets):
+        alone = maximize_activation(lambda x, t=target: model.capture_torch(x, [t.layer])[t.layer],
+                                    units=[target.unit], seeds=[target.seed], **common)
+        np.testing.assert_allclose(joint.inputs[b], alone.inputs[0], atol=1e-3)
+        np.testing.assert_allclose(joint.activations[b], alone.activations[0], rtol=1e-4)
+
+
+def test_each_joint_objective_depends_on_its_own_input_only(small_cnn):
+    """d score_b / d x_c is exactly zero for c != b, and non-zero for c == b (layers before
+    their ReLU, so no unit is dead)."""
+    model, _ = small_cnn
+    names = [model.layer_names[i] for i in (0, 5, 8)]  # conv, conv, linear
+    targets = [Target(name, unit, 0) for name, unit in zip(names, (1, 4, 2), strict=True)]
+    score = joint_score(model.capture_torch, targets, "neuron")
+    x = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 16
+    for b in range(3):
+        (grad,) = torch.autograd.grad(score(x.requires_grad_(True))[b], x)
+        norms = grad.flatten(1).norm(dim=1)
+        assert norms[b] > 0
+        assert torch.all(norms[torch.arange(3) != b] == 0)
+
+
+def test_chunks_are_bounded_by_memory_and_depth():
+    """Hand-built costs (activation elements per input, in depth order)."""
+    costs = [10.0] * 4 + [40.0] * 3
+    # everything fits and the extra depth is cheaper than a call: one chunk
+    assert chunk_targets(costs, capacity=1e9, ratio=2.0, call=1e3) == [range(0, 7)]
+    # 40 > 2 x 10 and 4 inputs x 30 extra elements > 100: a new chunk at the deeper layer
+    assert chunk_targets(costs, capacity=1e9, ratio=2.0, call=100) == [range(0, 4), range(4, 7)]
+    # memory: at most 2 inputs at cost 40 in 100 elements, 4 at cost 10 in 40
+    assert chunk_targets(costs, capacity=100, ratio=10.0, call=0) == [
+        range(0, 4), range(4, 6), range(6, 7)]
+    # a single input over capacity still gets its chunk
+    assert chunk_targets([500.0], capacity=100) == [range(0, 1)]
+
+
+def test_plan_spreads_layers_and_fits_the_budget():
+    """159 layers with cumulative costs 1..159 (element units): the default cut, stated."""
+    assert spread_over_depth(159, 16)[0] == 0 and spread_over_depth(159, 16)[-1] == 158
+    assert len(spread_over_depth(159, 16)) == 16 and spread_over_depth(5, 16) == [0, 1, 2, 3, 4]
+    costs, widths = [float(i + 1) for i in range(159)], [64] * 159
+    chosen = spread_over_depth(159, MAX_LAYERS)
+    full = DEFAULT_STEPS * DEFAULT_UNITS * sum(costs[i] for i in chosen)
+    small = plan_run(costs, widths, layers_named=False, max_layers=16, units=None, steps=None,
+                     budget=full)
+    assert (small.units, small.steps, small.layers) == (DEFAULT_UNITS, DEFAULT_STEPS, chosen)
+    assert small.reason.startswith("16 of 159 layers spread evenly over depth")
+    big = plan_run(costs, widths, layers_named=False, max_layers=16, units=None, steps=None,
+                   budget=full / 16)  # units 8 -> 2 (/4), then steps 512 -> 128 (/4)
+    assert (big.units, big.steps, big.work) == (2, 128, full / 16)
+    assert "2 units per layer instead of 8 and 128 steps instead of 512" in big.reason
+    named = plan_run(costs, widths, layers_named=True, max_layers=16, units=None, steps=300,
+                     budget=full / 16)  # what the spec names is never cut
+    assert named.layers == list(range(159)) and named.steps == 300 and named.units == 1
+
+
+def test_a_deep_model_gets_layers_spread_over_depth(small_cnn, tmp_path):
+    """max_layers=3 on a model with more layers: first, middle and last layer, stated."""
+    model, data = small_cnn
+    ctx = _context(model, data, tmp_path)
+    section = _run(_spec(max_layers=3, steps=2, max_units=1), ctx)
+    n = len(model.layer_names)
+    assert [entry["layer"] for entry in section["layers"]] == [
+        model.layer_names[i] for i in (0, round((n - 1) / 2), n - 1)]
+    plan = section["plan"]
+    assert (plan["candidate_layers"], plan["optimised_layers"]) == (n, 3)
+    assert plan["reason"].startswith(f"3 of {n} layers spread evenly over depth")
+    named = _run(_spec(layers=model.layer_names[:4], max_layers=3, steps=2, max_units=1), ctx)
+    assert len(named["layers"]) == 4  # naming layers overrides the spread
+
+
 def test_a_layer_without_gradients_is_skipped_naming_the_operator(tmp_path):
     """conv -> flat -> Hardmax (no torch version): only the Hardmax layer is skipped."""
     path = tmp_path / "hardmax.onnx"
@@ -230,14 +333,15 @@ def test_dataset_objective_is_the_same_whatever_the_reduction(small_cnn, tmp_pat
     cases = ((model.layers[2], "spatial_mean"), (model.layers[7], "random_projection"))
     for layer, method in cases:
         plain = _context(model, data, tmp_path / "plain", layers=[layer])
-        expected = dataset_objective(plain, plain.activations.layers[layer.name], objective)
+        expected = dataset_objectives(plain, [plain.activations.layers[layer.name]],
+                                      objective)[layer.name]
         assert expected.shape == (64, layer.shape[0])
         reduced = _context(model, data, tmp_path / "reduced", layers=[layer],
                            memory_budget=budget, max_features=64)
         captured = reduced.activations.layers[layer.name]
         assert captured.reduction is not None and captured.reduction.method == method
-        np.testing.assert_allclose(dataset_objective(reduced, captured, objective), expected,
-                                   atol=1e-5)
+        np.testing.assert_allclose(dataset_objectives(reduced, [captured], objective)[layer.name],
+                                   expected, atol=1e-5)
         section = _run(_spec(layers=[layer.name], objective=objective, steps=2, max_units=3),
                       reduced)
         chosen = [unit["unit"] for unit in section["layers"][0]["units"]]
@@ -245,6 +349,7 @@ def test_dataset_objective_is_the_same_whatever_the_reduction(small_cnn, tmp_pat
 
 
 def test_stopping_keeps_the_partial_result(small_cnn, tmp_path):
+    """Three small layers run as one batch: stopping at the first report keeps all three."""
     model, data = small_cnn
     seen = []
 
@@ -255,10 +360,11 @@ def test_stopping_keeps_the_partial_result(small_cnn, tmp_path):
     ctx = _context(model, data, tmp_path, layers=model.layers[:3])
     ctx.progress = progress
     section = _run(_spec(steps=100, max_units=2), ctx)
-    assert seen == [(1, 3 * 4)]  # ceil(100 / 32) = 4 reports per layer, 3 layers
-    first, *rest = section["layers"]
-    assert first["steps_run"] == PROGRESS_EVERY and len(first["units"]) == 2
-    assert all("stopped" in entry["skipped"] for entry in rest) and len(rest) == 2
+    assert section["plan"]["batches"] == 1
+    assert seen == [(1, 4)]  # ceil(100 / 32) = 4 reports for the one batch
+    assert len(section["layers"]) == 3
+    for entry in section["layers"]:
+        assert entry["steps_run"] == PROGRESS_EVERY and len(entry["units"]) == 2
     assert section["complete"] is False
 
 

@@ -6,10 +6,12 @@ objective: a channel's spatial mean (``channel``) or its centre position
 (``neuron``) for layers shaped ``(C, *spatial)``, the unit itself for flat
 layers ``(D,)``. Images are optimised through a decorrelated Fourier
 parametrisation with transformation robustness (Olah et al. 2017), other
-inputs as a box-constrained vector (see :mod:`.parametrization`). All units
-of a layer are optimised as ONE batch whose objective is the sum of the
-per-unit objectives; each unit's gradient depends only on its own batch
-element, so the batch gives the same result as one run per unit.
+inputs as a box-constrained vector (see :mod:`.parametrization`). Units are
+optimised as ONE batch whose objective is the sum of the per-element
+objectives, whether they belong to one layer (:func:`maximize_activation`) or
+to many (:mod:`.joint`: one forward per step returns every layer); each
+element's gradient depends only on its own objective, so the batch gives the
+same result as one run per unit.
 
 Each unit is reported with its final objective (evaluated without random
 transforms), the largest objective over the real dataset samples, and that
@@ -117,12 +119,36 @@ class Maximization:
 def maximize_activation(
     forward: Callable[[torch.Tensor], torch.Tensor],
     *,
-    input_shape: Sequence[int],
     units: Sequence[int],
+    objective: Objective = "channel",
+    **options: Any,
+) -> Maximization:
+    """Maximise several units of ONE layer at once, one batch element per unit.
+
+    ``forward`` maps inputs (B, *input_shape) in data units to the layer's
+    activations (B, *layer_shape), differentiably; batch element ``b``
+    maximises unit ``units[b]`` (channel for (C, ...) layers, see
+    :func:`objective_values`). Every other keyword is
+    :func:`maximize_objectives`'s.
+    """
+    if objective not in ("channel", "neuron"):
+        raise InputError(f"objective must be 'channel' or 'neuron', got {objective!r}")
+    if len(units) == 0 or len(units) != len(options.get("seeds", ())):
+        raise InputError(f"units and seeds must be non-empty and of equal length, got "
+                         f"{len(units)} units and {len(options.get('seeds', ()))} seeds")
+    device = options.get("device", "cpu")
+    target = torch.as_tensor(np.asarray(units, dtype=np.int64), device=device)
+    return maximize_objectives(lambda x: unit_objective(forward(x), target, objective),
+                               **options)
+
+
+def maximize_objectives(
+    score: Callable[[torch.Tensor], torch.Tensor],
+    *,
+    input_shape: Sequence[int],
     seeds: Sequence[int],
     low: np.ndarray,
     high: np.ndarray,
-    objective: Objective = "channel",
     steps: int = 512,
     lr: float | None = None,
     l2: float = 0.0,
@@ -132,24 +158,25 @@ def maximize_activation(
     device: str = "cpu",
     progress: StepCallback | None = None,
 ) -> Maximization:
-    """Maximise several units of one layer at once, one batch element per unit.
+    """Maximise one objective per batch element, all elements from one forward per step.
 
-    Gradient ascent with Adam on ``sum_b objective_b(forward(x_b))
-    - l2 * sum_b ||(x_b - centre) / (high - low)||^2``. Image inputs (see
-    :func:`.parametrization.is_image_shape`) use the Fourier parametrisation
-    and random jitter (plus small scale and rotation from 16 px up); other
-    inputs a box ``[low, high]`` (see :func:`.parametrization.to_range`).
+    Gradient ascent with Adam on ``sum_b score(x)_b - l2 * sum_b ||(x_b - centre)
+    / (high - low)||^2``. ``score(x)_b`` must depend on ``x_b`` only (true of any
+    model in inference mode, whose batch elements do not interact); Adam is
+    element-wise and each element draws its start and transforms from its own
+    seed, so element b's result does not depend on which other elements share
+    the batch. Image inputs (see :func:`.parametrization.is_image_shape`) use the
+    Fourier parametrisation and random jitter (plus small scale and rotation from
+    16 px up); other inputs a box ``[low, high]`` (see :func:`.parametrization.to_range`).
 
     Parameters
     ----------
-    forward : maps inputs (B, *input_shape) in data units to the layer's
-        activations (B, *layer_shape), differentiably.
+    score : maps inputs (B, *input_shape) in data units to each element's
+        objective (B,), differentiably.
     input_shape : one sample's shape.
-    units : unit index per batch element (channel for (C, ...) layers).
-    seeds : seed per batch element, for its initial value and its transforms.
+    seeds : seed per batch element, for its initial value and its transforms (B values).
     low, high : data range broadcastable to ``input_shape`` (see
         :func:`.parametrization.data_range`), data units.
-    objective : ``channel`` or ``neuron`` (see :func:`objective_values`).
     steps : optimisation steps, >= 1.
     lr : Adam learning rate; None for :data:`DEFAULT_LR`.
     l2 : weight of the L2 decay, >= 0 (Yosinski et al. 2015).
@@ -169,15 +196,12 @@ def maximize_activation(
     InputError
         On invalid parameters (the message names the parameter).
     GradientUnavailableError
-        When the layer's output does not depend differentiably on the input.
+        When no objective depends differentiably on the input.
     """
     if steps < 1:
         raise InputError(f"steps must be >= 1, got {steps}")
-    if len(units) == 0 or len(units) != len(seeds):
-        raise InputError(f"units and seeds must be non-empty and of equal length, got "
-                         f"{len(units)} units and {len(seeds)} seeds")
-    if objective not in ("channel", "neuron"):
-        raise InputError(f"objective must be 'channel' or 'neuron', got {objective!r}")
+    if len(seeds) == 0:
+        raise InputError("seeds must name one seed per batch element, got none")
     if l2 < 0 or blur_every < 0 or (jitter is not None and jitter < 0):
         raise InputError("l2, blur_every and jitter must be >= 0")
     if lr is not None and lr <= 0:
@@ -196,7 +220,6 @@ def maximize_activation(
               if settings is not None and not settings.identity else None)
     rate = lr if lr is not None else DEFAULT_LR["fourier" if image else "box"]
     optimizer = torch.optim.Adam(param.parameters(), lr=rate)
-    target = torch.as_tensor(np.asarray(units, dtype=np.int64), device=device)
     centre = torch.as_tensor((np.asarray(low) + np.asarray(high)) / 2, device=device)
     width = torch.as_tensor(np.maximum(np.asarray(high) - np.asarray(low), 1e-12), device=device)
 
@@ -206,7 +229,7 @@ def maximize_activation(
         x = param()
         robust = thetas is not None and step < steps - steps // SETTLE_FRACTION
         seen = apply_transform(x, thetas[step]) if thetas is not None and robust else x
-        value = unit_objective(forward(seen), target, objective)
+        value = score(seen)
         if not value.requires_grad:
             raise GradientUnavailableError(
                 "the layer's output does not depend differentiably on the input")
@@ -225,7 +248,7 @@ def maximize_activation(
             break
     with torch.no_grad():
         final = param()
-        activations = unit_objective(forward(final), target, objective)
+        activations = score(final)
     return Maximization(final.detach().float().cpu().numpy(),
                         activations.detach().double().cpu().numpy(), steps_run, stopped)
 
