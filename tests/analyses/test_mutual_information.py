@@ -19,10 +19,13 @@ from sklearn.feature_selection._mutual_info import _compute_mi_cc, _compute_mi_c
 from torch import nn
 
 import layerlens.analyses.mutual_information.estimators as mi
+from layerlens.analyses.mutual_information.figures import information_plane_figure
+from layerlens.analyses.mutual_information.spec import InformationLayer
 from layerlens.analyze import analyze
-from layerlens.data import resolve_dataset
+from layerlens.data import Dataset, resolve_dataset
 from layerlens.errors import InputError
 from layerlens.options import JobOptions
+from layerlens.report.plots import plt
 from layerlens.spec import parse_spec
 
 EXACT = 1e-12  # bits: float rounding of plug-in entropy sums
@@ -85,6 +88,7 @@ def test_ib12_raw_inputs_through_analyze(tmp_path: Path) -> None:
         assert entry["I_XT"] == pytest.approx(12.0, abs=1e-9)
         assert entry["I_TY"] == pytest.approx(h_y, abs=1e-6)
         assert entry["n_symbols"] == 4096
+        assert entry["saturated"]  # 12 bits = log2 N: every sample in its own bin
     assert section["H_Y"] == pytest.approx(h_y, abs=EXACT)
     assert section["units"] == "bits" and section["n_samples"] == 4096
     assert section["log2_N"] == pytest.approx(12.0, abs=EXACT)
@@ -93,6 +97,7 @@ def test_ib12_raw_inputs_through_analyze(tmp_path: Path) -> None:
     assert (tmp_path / "out" / section["image"]).stat().st_size > 0
     html = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
     assert 'id="mutual_information"' in html and section["image"] in html
+    assert html.count("saturated</strong>") == 2  # the flag on each layer's row
 
 
 @pytest.mark.parametrize("adaptive", [False, True])
@@ -324,11 +329,12 @@ def test_invalid_parameters_name_the_key(rng: np.random.Generator) -> None:
 def test_analyze_cnn_binning_bounds(cnn_files, digits, tmp_path: Path) -> None:
     """Every layer: 0 <= I_TY <= H(Y), 0 <= I_XT <= log2 N (+1e-9), I_TY <= I_XT."""
     report = analyze(cnn_files["torchscript"], digits, tmp_path, JobOptions(
-        analyses=parse_spec([{"kind": "mutual_information"}])))
+        analyses=parse_spec([{"kind": "mutual_information", "estimator": "binning"}])))
     section = json.loads((tmp_path / "report.json").read_text())["analyses"][
         "mutual_information"]
     n = digits.n_samples
     assert section["estimator"] == "binning" and section["n_samples"] == n
+    assert section["parameters"]["n_bins"] == 30  # binning asked without n_bins: 30 bins
     h_y = section["H_Y"]
     assert h_y == pytest.approx(mi.entropy_bits(np.bincount(digits.y)), abs=EXACT)
     names = [layer.name for layer in report.model.layers]
@@ -555,3 +561,104 @@ def test_float32_resolution_rule_is_the_same_on_cuda(adaptive: bool,
         assert cuda.n_symbols == cpu.n_symbols and cuda.n_edges == cpu.n_edges
         assert abs(cuda.i_xt - cpu.i_xt) <= EXACT and abs(cuda.i_ty - cpu.i_ty) <= EXACT
         assert cuda.constant_units == cpu.constant_units
+
+
+# --------------------------------------------------------------------------- the default
+
+
+class _Columns(nn.Module):
+    """Columns ``start:stop`` of the input: a layer whose values are known exactly."""
+
+    def __init__(self, start: int, stop: int) -> None:
+        super().__init__()
+        self.start, self.stop = start, stop
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, self.start:self.stop]
+
+
+class _LabelAndNoise(nn.Module):
+    """Layer ``label``: 3 x one-hot(y), a function of the label; ``noise``: 2-D standard
+    Gaussian, independent of it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.label, self.noise = _Columns(0, 4), _Columns(4, 6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.label(x), self.noise(x)], dim=1)
+
+
+def test_default_estimator_on_a_label_layer_and_an_independent_layer(tmp_path: Path) -> None:
+    """The default (kde, noise 0.1 x each layer's total variance) on known answers, n = 2000.
+
+    ``label`` (4 classes, p = .4/.3/.2/.1): noise variance 0.1 x 3^2 x sum p(1-p) = 0.63,
+    centroids 3 sqrt(2) apart, so cross-class kernels are exp(-18 / 1.26) < 1e-6 and
+    I(X;T) = I(T;Y) = H(Y) to 1e-4 bits. ``noise`` (2-D N(0, I), sigma^2 = 0.2 per unit):
+    I(T;Y) = 0 up to the estimator's finite-sample bias (its own kernel counts in the
+    ~n/4 within-class sums: a few 1e-2 bits), tolerance 0.05 bits; I(X;T) is the
+    large-n value of the Kolchinsky-Tracey bound for a Gaussian, per unit
+    0.5 ln((1 + s) / s) + 1 / (2 (1 + s)) nats with s = sigma^2 / variance = 0.2,
+    tolerance 0.05 bits (sampling of 2000 points).
+    """
+    rng = np.random.default_rng(0)
+    n = 2000
+    y = rng.choice(4, size=n, p=[0.4, 0.3, 0.2, 0.1])
+    x = np.concatenate([3.0 * np.eye(4)[y], rng.standard_normal((n, 2))], axis=1)
+    data = Dataset.from_arrays("label-and-noise", x.astype(np.float32), y)
+    model = tmp_path / "columns.pt"
+    torch.jit.save(torch.jit.script(_LabelAndNoise()), str(model))
+    report = analyze(model, data, tmp_path / "out", JobOptions(
+        input_shape=[6], analyses=parse_spec([{"kind": "mutual_information"}])))
+    section = report.analyses["mutual_information"]
+    assert section["estimator"] == "kde" and "default estimator because" in section["note"]
+    rows = {row["layer"]: row for row in section["layers"]}
+    h_y = mi.entropy_bits(np.bincount(y))
+    assert section["H_Y"] == pytest.approx(h_y, abs=EXACT)
+    label, noise = rows["label"], rows["noise"]
+    assert label["noise_variance"] == pytest.approx(0.63, rel=0.05)
+    assert label["I_TY"] == pytest.approx(h_y, abs=1e-4)
+    assert label["I_XT"] == pytest.approx(h_y, abs=1e-4)
+    assert abs(noise["I_TY"]) <= 0.05
+    s = 0.2
+    gaussian = 2 * (0.5 * math.log((1 + s) / s) + 1 / (2 * (1 + s))) / math.log(2)
+    assert noise["I_XT"] == pytest.approx(gaussian, abs=0.05)
+    assert not label["saturated"] and not noise["saturated"]
+
+
+@pytest.mark.slow
+def test_default_information_plane_of_the_demo_cnn_separates_its_layers(
+        cnn_files, digits, tmp_path: Path) -> None:
+    """The demo CNN, default spec: at most half of the layers saturated, every row flagged,
+    and the layers apart on the plane (I(X;T) spread over more than 1 bit; 30 equal-width
+    bins put all 11 at log2 N = 10.81 bits)."""
+    report = analyze(cnn_files["torchscript"], digits, tmp_path, JobOptions(
+        analyses=parse_spec([{"kind": "mutual_information"}])))
+    section = report.analyses["mutual_information"]
+    rows = section["layers"]
+    assert section["estimator"] == "kde" and len(rows) == 11
+    assert all(isinstance(row["saturated"], bool) for row in rows)
+    assert sum(row["saturated"] for row in rows) <= len(rows) / 2
+    for row in rows:
+        assert row["saturated"] == (row["I_XT"] >= 0.99 * section["log2_N"])
+        assert 0.0 <= row["I_XT"] <= section["log2_N"] + 1e-9
+        assert -0.05 <= row["I_TY"] <= section["H_Y"] + 1e-9
+    spread = max(row["I_XT"] for row in rows) - min(row["I_XT"] for row in rows)
+    assert spread > 1.0, [row["I_XT"] for row in rows]
+    assert (tmp_path / section["image"]).stat().st_size > 0
+
+
+@pytest.mark.parametrize("saturated", [False, True])
+def test_information_plane_draws_saturated_layers_hollow(saturated: bool) -> None:
+    """A saturated layer's marker has no fill (alpha 0) and the legend says what hollow means."""
+    rows = [InformationLayer(layer="a", I_XT=2.0, I_TY=0.5, saturated=False, n_features=3),
+            InformationLayer(layer="b", I_XT=9.99, I_TY=1.0, saturated=saturated,
+                             n_features=3)]
+    fig = information_plane_figure(rows, h_y=1.0, h_x=10.0, log2_n=10.0, estimator="kde")
+    ax = fig.axes[0]
+    fills = [c.get_facecolors() for c in ax.collections if len(c.get_offsets())]
+    assert len(fills) == 2 and fills[0][0][3] == 1.0
+    assert (fills[1][0][3] if len(fills[1]) else 0.0) == (0.0 if saturated else 1.0)
+    legend = [text.get_text() for text in ax.get_legend().get_texts()]
+    assert any("hollow: saturated" in label for label in legend) == saturated
+    plt.close(fig)

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from layerlens.activation_store import LayerValues
 from layerlens.analyses.base import AnalysisContext, each_layer
 from layerlens.analyses.mutual_information.estimators import (
     binning_information,
@@ -72,7 +73,11 @@ _ESTIMATOR_NOTES = {
                  "over the binned vectors."),
     "kde": ("Pairwise-distance upper bound of Kolchinsky & Tracey (2017) with Gaussian noise "
             "added to T (Saxe et al. 2018); noise variance {noise}. I(T;Y) applies the same "
-            "bound within each class."),
+            "bound within each class. This is the default estimator because noise set to a "
+            "fixed share of each layer's own variance looks at every layer at the same relative "
+            "resolution, so the layers of a trained network separate on the plane, whereas "
+            "bins of a fixed count (30 equal-width, or even a few adaptive ones) give each "
+            "sample its own bin in the wide layers of a CNN and put every layer at log2 N."),
     "ksg": ("I(T;Y) by the KSG nearest-neighbour estimator for a discrete Y (Ross 2014), "
             "k = {k}, max-norm, ties broken by 1e-10 relative jitter; negative estimates "
             "(bias around 0) are reported as 0. I(X;T) is not estimated (null): X is the sample "
@@ -115,7 +120,7 @@ def _binned_rows(spec: MutualInformationSpec, chosen: Sequence[LayerActivations]
     """Every finite layer binned together; NaN layers skipped; stopped layers left out."""
     finite = [layer for layer in chosen if np.isfinite(layer.values).all()]
     results = binning_information(
-        [layer.values for layer in finite], y, n_bins=spec.n_bins, bin_range=spec.bin_range,
+        LayerValues(finite), y, n_bins=spec.n_bins, bin_range=spec.bin_range,
         adaptive=spec.estimator == "adaptive", device=ctx.device, seed=spec.seed,
         progress=lambda step, total, metrics: ctx.report_progress(step, total, **metrics))
     done = {layer.info.name: InformationLayer(

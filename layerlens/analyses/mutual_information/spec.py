@@ -10,11 +10,20 @@ from layerlens.analyses.sections import FailedLayer, SkippedLayer, SpecEntry, St
 
 
 class MutualInformationSpec(SpecEntry):
-    """``{"kind": "mutual_information", ...}``: I(X;T) and I(T;Y) per layer, in bits."""
+    """``{"kind": "mutual_information", ...}``: I(X;T) and I(T;Y) per layer, in bits.
+
+    The default estimator is ``kde`` with the noise variance relative to each
+    layer's scale; ``n_bins`` (default 30) applies to ``binning`` and
+    ``adaptive`` only, so ``{"estimator": "binning"}`` means 30 equal-width bins.
+    """
 
     kind: Literal["mutual_information"]
-    estimator: Literal["binning", "adaptive", "kde", "ksg"] = "binning"
-    n_bins: int = Field(default=30, ge=2, description="bins per unit (binning, adaptive)")
+    estimator: Literal["binning", "adaptive", "kde", "ksg"] = Field(
+        default="kde", description="kde (default): Gaussian-noise bound with noise relative to "
+                                   "each layer's scale; binning, adaptive: bins; ksg: I(T;Y) "
+                                   "only, nearest neighbours")
+    n_bins: int = Field(default=30, ge=2, description="bins per unit (binning, adaptive; "
+                                                      "unused by kde and ksg)")
     bin_range: Literal["observed"] | tuple[float, float] = Field(
         default="observed", description='"observed" (each layer\'s [min, max]) or [lo, hi]')
     noise_variance: float | None = Field(
