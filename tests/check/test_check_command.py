@@ -4,6 +4,11 @@ The damaged model is the trained digits CNN with the entries of every weight ten
 shuffled (seeded). Measured on 300 samples: the output layer's probe accuracy falls from
 about 0.97 to about 0.68 and the last hidden layer's PCA neighbourhood hit from about 0.59
 to about 0.28, so the thresholds below (0.85, 0.45) leave wide margins both ways.
+
+min_cka_to_baseline compares with the TorchScript export of the trained CNN. Measured on
+300 samples, the ONNX export of the same network has linear CKA 1 (to 1e-12) at every
+layer; the damaged copy about 0.99 at the first convolution, falling to about 0.82, 0.76 and
+0.62 at the last three layers, so the bound 0.9 fails the output layer by a wide margin.
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from app.demo.model import DIGITS_SHAPE, export_onnx
+from app.demo.model import DIGITS_SHAPE, export_onnx, export_torchscript
+from layerlens_client.check import main as check_main
 from tests.e2e import launch
 
 pytestmark = pytest.mark.slow
@@ -40,6 +46,15 @@ rules:
 """
 
 
+CKA_POLICY = """\
+analyses: [{kind: similarity}]
+max_samples: 300
+rules:
+  - {name: representations kept, layers: "*", min_cka_to_baseline: 0.9}
+"""
+OUTPUT_LAYER = "10"  # the CNN is an nn.Sequential: layers are named by index
+
+
 def check(*args: object, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "app", "check", *map(str, args)],
                           capture_output=True, text=True, timeout=timeout)
@@ -54,8 +69,12 @@ def models(trained_cnn, tmp_path_factory) -> dict[str, Path]:
         for weight in damaged.parameters():
             order = torch.randperm(weight.numel(), generator=generator)
             weight.copy_(weight.flatten()[order].reshape(weight.shape))
+    (folder / "default").mkdir()  # torch's default exporter: f.onnx beside f.onnx.data
+    torch.onnx.export(trained_cnn, (torch.zeros(2, *DIGITS_SHAPE),), folder / "default" / "f.onnx")
     return {"good": export_onnx(trained_cnn, folder / "good.onnx", DIGITS_SHAPE),
-            "damaged": export_onnx(damaged, folder / "damaged.onnx", DIGITS_SHAPE)}
+            "damaged": export_onnx(damaged, folder / "damaged.onnx", DIGITS_SHAPE),
+            "baseline": export_torchscript(trained_cnn, folder / "good.pt"),
+            "with_data": folder / "default" / "f.onnx"}
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +98,39 @@ def _junit_failures(path: Path) -> tuple[int, int]:
     return len(suite.findall("testcase")), int(suite.get("failures", "-1"))
 
 
+def _junit_failed_cases(path: Path) -> list[str]:
+    return [str(case.get("name")) for case in ET.parse(path).getroot().iter("testcase")
+            if case.find("failure") is not None]
+
+
+@pytest.fixture(scope="module")
+def cka_policy(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("cka-policy") / "cka.yaml"
+    path.write_text(CKA_POLICY)
+    return path
+
+
+def _cka_check(model: Path, baseline: Path, policy: Path, out: Path,
+               *server: str) -> subprocess.CompletedProcess[str]:
+    return check(model, "--dataset", "builtin:digits", "--policy", policy, "--input-shape",
+                 "1,8,8", "--baseline-model", baseline, "--out", out, "--junit",
+                 out / "junit.xml", *server)
+
+
+def _assert_cka_verdicts(good: subprocess.CompletedProcess[str],
+                         damaged: subprocess.CompletedProcess[str], out: Path) -> None:
+    """The good model passes at every layer; the damaged one fails, its output layer named
+    in the JUnit file and in the console's last line."""
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert _junit_failed_cases(out / "good" / "junit.xml") == []
+    assert damaged.returncode == 1, damaged.stdout + damaged.stderr
+    failed = _junit_failed_cases(out / "damaged" / "junit.xml")
+    assert f"representations kept [{OUTPUT_LAYER}]" in failed, failed
+    last = damaged.stdout.strip().splitlines()[-2]  # before the report's address
+    named = last.partition(" failed: representations kept at ")[2].split(", ")
+    assert OUTPUT_LAYER in named, damaged.stdout
+
+
 def test_a_good_model_passes_in_process(good_local):
     done, out = good_local
     assert done.returncode == 0, done.stdout + done.stderr
@@ -96,6 +148,31 @@ def test_a_damaged_model_fails_with_the_rules_named(models, policy, tmp_path):
     assert any(line.startswith("output layer separable") for line in failing), done.stdout
     assert any(line.startswith("last hidden neighbourhoods") for line in failing), done.stdout
     assert _junit_failures(tmp_path / "junit.xml") == (2, 2)
+
+
+def test_min_cka_to_baseline_passes_the_network_and_fails_its_damaged_copy(models, cka_policy,
+                                                                           tmp_path):
+    good = _cka_check(models["good"], models["baseline"], cka_policy, tmp_path / "good")
+    damaged = _cka_check(models["damaged"], models["baseline"], cka_policy,
+                         tmp_path / "damaged")
+    _assert_cka_verdicts(good, damaged, tmp_path)
+    report = json.loads((tmp_path / "good" / "report.json").read_text())
+    assert report["analyses"]["similarity"]["compared_to"]["name"] == "good.pt"
+
+
+def test_min_cka_to_baseline_without_a_readable_baseline_model_is_exit_2(models, cka_policy,
+                                                                         tmp_path, capsys):
+    """In this process (the same code as the command's): refused before any analysis runs."""
+    common = [str(models["good"]), "--dataset", "builtin:digits", "--policy", str(cka_policy),
+              "--out", str(tmp_path)]
+    garbage = tmp_path / "baseline.onnx"
+    garbage.write_bytes(b"not a model")
+    for extra, needle in [([], "pass --baseline-model FILE"),
+                          (["--baseline-model", str(tmp_path / "no.onnx")], "does not exist"),
+                          (["--baseline-model", str(garbage)], f"the baseline model {garbage}")]:
+        assert check_main([*common, *extra]) == 2
+        stderr = capsys.readouterr().err
+        assert needle in stderr and len(stderr.strip().splitlines()) == 1, stderr
 
 
 def test_a_drop_against_the_baseline_fails(models, good_local, tmp_path):
@@ -161,7 +238,8 @@ def test_an_unreachable_server_is_exit_3(models, policy, tmp_path):
     assert "infrastructure" in done.stderr
 
 
-def test_through_the_service_good_passes_and_damaged_fails(models, policy, tmp_path):
+def test_through_the_service_good_passes_and_damaged_fails(models, policy, cka_policy,
+                                                           tmp_path):
     with launch.embedded(tmp_path / "service") as service:
         good = check(models["good"], "--dataset", "builtin:digits", "--policy", policy,
                      "--server", service.url, "--out", tmp_path / "good",
@@ -175,3 +253,11 @@ def test_through_the_service_good_passes_and_damaged_fails(models, policy, tmp_p
         damaged = check(models["damaged"], "--dataset", "builtin:digits", "--policy", policy,
                         "--server", service.url, "--out", tmp_path / "damaged")
         assert damaged.returncode == 1, damaged.stdout + damaged.stderr
+        # min_cka_to_baseline: both models uploaded, the job compares them (compare_to);
+        # the good one as torch's default exporter writes it, beside its f.onnx.data
+        server = ("--server", service.url)
+        cka_good = _cka_check(models["with_data"], models["baseline"], cka_policy,
+                              tmp_path / "cka" / "good", *server)
+        cka_damaged = _cka_check(models["damaged"], models["baseline"], cka_policy,
+                                 tmp_path / "cka" / "damaged", *server)
+        _assert_cka_verdicts(cka_good, cka_damaged, tmp_path / "cka")

@@ -122,3 +122,82 @@ def test_summary_links_the_images_of_the_rules(tmp_path):
     text = (tmp_path / "s.md").read_text()
     assert "✅ passed" in text and "| output separable | `out` | 0.9800 |" in text
     assert "(http://x/artifacts/probe.png)" in text
+
+
+def _compared(matrix: list[list[float | None]], layers_b: list[str], *,
+              undefined: list[dict] | None = None, compared: bool = True) -> dict:
+    """GOOD plus a similarity section comparing its layers with a baseline's ``layers_b``."""
+    names = [layer["name"] for layer in GOOD["model"]["layers"]]
+    best = [{"layer": n, "match": layers_b[max(range(len(row)), key=lambda j: row[j] or -1)]}
+            for n, row in zip(names, matrix, strict=True)]
+    section = {"layers_a": names, "layers_b": layers_b, "matrix": matrix, "image": "cka.png",
+               "compared_to": {"name": "base.onnx"} if compared else None,
+               "best_matches": best, "undefined": undefined or []}
+    return {**GOOD, "analyses": {**GOOD["analyses"], "similarity": section}}
+
+
+# rows conv, relu, fc, out of GOOD; the diagonal is each layer's CKA to its namesake
+SAME_NAMES = [[0.99, 0.5, 0.2, 0.1], [0.5, 0.97, 0.3, 0.2],
+              [0.2, 0.3, 0.95, 0.4], [0.1, 0.2, 0.96, 0.42]]
+
+
+def test_min_cka_to_baseline_reads_the_same_named_layer_not_the_best_match():
+    """out's best match is the baseline's fc (0.96), but its namesake scores 0.42."""
+    report = _compared(SAME_NAMES, ["conv", "relu", "fc", "out"])
+    outcomes = evaluate(_policy({"layers": "*", "min_cka_to_baseline": 0.9}), report)
+    assert [(o.layer, o.value, o.passed) for o in outcomes] == [
+        ("conv", 0.99, True), ("relu", 0.97, True), ("fc", 0.95, True), ("out", 0.42, False)]
+    assert outcomes[-1].metric == "similarity.cka_to_baseline"
+    assert "vs baseline 'out'" in outcomes[-1].threshold and outcomes[-1].image == "cka.png"
+    line = output.verdict(outcomes)
+    assert line == "3 passed, 1 failed: similarity.cka_to_baseline @ * at out"
+
+
+def test_min_cka_to_baseline_falls_back_to_the_best_match_of_a_renamed_layer():
+    report = _compared(SAME_NAMES, ["conv", "relu", "fc", "logits"])
+    outcome = evaluate(_policy({"layer": "out", "min_cka_to_baseline": 0.9}), report)[0]
+    assert (outcome.value, outcome.passed) == (0.96, True)
+    assert "vs baseline 'fc', best match" in outcome.threshold
+
+
+def test_an_undefined_cka_fails_with_its_reason():
+    matrix = [row[:] for row in SAME_NAMES]
+    matrix[1] = [None] * 4
+    report = _compared(matrix, ["conv", "relu", "fc", "out"], undefined=[
+        {"model": "a", "layer": "relu", "reason": "constant over the samples"}])
+    outcome = evaluate(_policy({"layer": "relu", "min_cka_to_baseline": 0.5}), report)[0]
+    assert not outcome.passed and "constant over the samples" in outcome.threshold
+
+
+@pytest.mark.parametrize(("report", "needle"), [
+    (GOOD, "no similarity analysis"),
+    (_compared(SAME_NAMES, ["conv", "relu", "fc", "out"], compared=False), "--baseline-model"),
+])
+def test_min_cka_to_baseline_needs_a_comparison_with_the_baseline(report, needle):
+    with pytest.raises(PolicyError, match=needle):
+        evaluate(_policy({"layer": "out", "min_cka_to_baseline": 0.9}), report)
+
+
+def test_the_cka_rule_adds_the_similarity_analysis_to_the_policys():
+    policy = _policy({"layer": "out", "min_cka_to_baseline": 0.9},
+                     analyses=[{"kind": "linear_probe"}])
+    assert policy.needs_baseline_model and not policy.needs_baseline
+    assert policy.job_analyses() == [{"kind": "linear_probe"}, {"kind": "similarity"}]
+    own = [{"kind": "similarity", "debiased": True}]
+    assert _policy({"layer": "out", "min_cka_to_baseline": 0.9}, analyses=own
+                   ).job_analyses() == own
+
+
+@pytest.mark.parametrize(("rule", "needle"), [
+    ("{layer: fc, min_cka_to_baseline: 0.9, min: 0.5}", "a rule of its own"),
+    ("{metric: linear_probe.test_accuracy, layer: fc, min_cka_to_baseline: 0.9}",
+     "a rule of its own"),
+    ("{metric: similarity.cka_to_baseline, layer: fc, min: 0.9}", "min_cka_to_baseline: 0.9"),
+    ("{layer: fc, min_cka_to_baseline: 1.5}", "less than or equal to 1"),
+])
+def test_invalid_cka_rules_are_one_line_errors(tmp_path, rule, needle):
+    path = tmp_path / "policy.yaml"
+    path.write_text(f"rules:\n  - {rule}\n")
+    with pytest.raises(PolicyError, match=needle) as caught:
+        load_policy(path)
+    assert "\n" not in str(caught.value)

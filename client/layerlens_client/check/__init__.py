@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="layerlens service URL (default $LAYERLENS_URL); "
                              "without it the analyses run in-process")
     parser.add_argument("--baseline", type=Path, help="report.json to compare with (max_drop)")
+    parser.add_argument("--baseline-model", type=Path,
+                        help="model file whose layers min_cka_to_baseline compares with "
+                             "(e.g. the released model)")
     parser.add_argument("--junit", type=Path, help="write JUnit XML here")
     parser.add_argument("--summary", type=Path,
                         help="write a Markdown summary here (e.g. $GITHUB_STEP_SUMMARY)")
@@ -73,16 +76,23 @@ def _check(args: argparse.Namespace) -> int:
     if policy.needs_baseline and baseline is None:
         raise PolicyError("a rule uses max_drop, which compares with a baseline: pass "
                           "--baseline REPORT.json (e.g. the report.json of main's last run)")
+    if policy.needs_baseline_model:
+        if args.baseline_model is None:
+            raise PolicyError("a rule uses min_cka_to_baseline, which compares with a baseline "
+                              "model: pass --baseline-model FILE (e.g. the released model)")
+        if not args.baseline_model.is_file():
+            raise InputProblem(f"baseline model '{args.baseline_model}' does not exist")
     started = time.monotonic()
     if args.server:
         produced = remote(args.server, args.model, args.dataset, policy,
                           input_shape=args.input_shape, timeout_s=args.timeout,
-                          api_key=os.environ.get("LAYERLENS_API_KEY"))
+                          api_key=os.environ.get("LAYERLENS_API_KEY"),
+                          baseline_model=args.baseline_model)
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "report.json").write_text(json.dumps(produced.report, indent=2))
     else:
         produced = local(args.model, args.dataset, policy, args.out,
-                         input_shape=args.input_shape)
+                         input_shape=args.input_shape, baseline_model=args.baseline_model)
     outcomes = evaluate(policy, produced.report, baseline)
     print(output.table(outcomes))
     print(f"report: {produced.report_url}")

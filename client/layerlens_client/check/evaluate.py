@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,6 +86,39 @@ def _section_value(report: dict[str, Any], path: str, rule: Rule) -> float:
     return float(value)
 
 
+def cka_outcome(report: dict[str, Any], rule: Rule, layer: str, bound: float) -> Outcome:
+    """``rule.min_cka_to_baseline`` (``bound``) at ``layer``: its CKA to the baseline's
+    layer of the same name (or, when the baseline has none, to its best match) in the
+    report's similarity section, which must compare with a baseline (``compare_to``). An
+    undefined CKA (a constant layer) fails, with the reason."""
+    section = _section(report, "similarity", rule)
+    if not section.get("compared_to"):
+        raise PolicyError(f"rule '{rule.title}': the report's similarity analysis compares the "
+                          "model with itself; min_cka_to_baseline needs one run with "
+                          "compare_to (layerlens check --baseline-model FILE)")
+    names_a, names_b = section["layers_a"], section["layers_b"]
+    if layer not in names_a:
+        raise PolicyError(f"rule '{rule.title}': the similarity section has no layer '{layer}' "
+                          "(was it selected for this analysis?)")
+    counterpart: str | None = layer
+    how = ""
+    if layer not in names_b:
+        best = {m["layer"]: m["match"] for m in section.get("best_matches") or []}
+        counterpart, how = best.get(layer), ", best match: no layer of that name"
+    value = (None if counterpart is None
+             else section["matrix"][names_a.index(layer)][names_b.index(counterpart)])
+    threshold = f">= {bound:g} vs baseline '{counterpart}'{how}"
+    if value is None:
+        reasons = [u["reason"] for u in section.get("undefined", [])
+                   if (u["model"], u["layer"]) in {("a", layer), ("b", counterpart)}]
+        threshold += f"; CKA undefined: {reasons[0] if reasons else 'not computed'}"
+    image = section.get("image")
+    return Outcome(rule=rule.title, metric=rule.metric, layer=layer,
+                   value=math.nan if value is None else float(value), threshold=threshold,
+                   passed=value is not None and value >= bound,
+                   image=image if isinstance(image, str) else None)
+
+
 def evaluate(policy: Policy, report: dict[str, Any],
              baseline: dict[str, Any] | None = None) -> list[Outcome]:
     """Every rule at every layer it names. Raises PolicyError before judging anything."""
@@ -94,6 +128,9 @@ def evaluate(policy: Policy, report: dict[str, Any],
     outcomes = []
     for rule in policy.rules:
         for layer in resolve_layers(rule, report):
+            if rule.min_cka_to_baseline is not None:
+                outcomes.append(cka_outcome(report, rule, layer, rule.min_cka_to_baseline))
+                continue
             value, image = metric_value(report, rule, layer)
             checks: list[tuple[str, bool]] = []
             if rule.min is not None:

@@ -16,9 +16,19 @@ def table(outcomes: Sequence[Outcome]) -> str:
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
              .rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * width for width in widths))
-    failed = sum(not o.passed for o in outcomes)
-    lines.append(f"{len(outcomes) - failed} passed, {failed} failed")
+    lines.append(verdict(outcomes))
     return "\n".join(lines)
+
+
+def verdict(outcomes: Sequence[Outcome]) -> str:
+    """One line: how many passed and failed, and which rule failed at which layer."""
+    failed = [o for o in outcomes if not o.passed]
+    layers: dict[str, list[str]] = {}
+    for outcome in failed:
+        layers.setdefault(outcome.rule, []).append(outcome.layer)
+    where = "; ".join(f"{rule} at {', '.join(names)}" for rule, names in layers.items())
+    return f"{len(outcomes) - len(failed)} passed, {len(failed)} failed" + (
+        f": {where}" if where else "")
 
 
 def junit(outcomes: Sequence[Outcome], path: Path, *, suite: str, seconds: float) -> None:

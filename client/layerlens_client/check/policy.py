@@ -19,7 +19,14 @@ rules:
   - metric: linear_probe.test_accuracy
     layer: last_hidden
     max_drop: 0.02                # against --baseline REPORT.json
+  - layers: "*"
+    min_cka_to_baseline: 0.9      # against --baseline-model FILE
 ```
+
+``min_cka_to_baseline`` reads the linear CKA between each layer and its counterpart in the
+baseline model (the layer of the same name; the baseline's most similar layer when it has
+none of that name), from a similarity analysis with ``compare_to`` that the check adds to
+the job (with the policy's own ``similarity`` entry when it lists one).
 """
 
 from __future__ import annotations
@@ -31,6 +38,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 LAYER_ALIASES = ("last", "last_hidden")
+#: The metric a ``min_cka_to_baseline`` rule reads (it names no metric of its own).
+CKA_METRIC = "similarity.cka_to_baseline"
 
 
 class PolicyError(ValueError):
@@ -54,6 +63,16 @@ class Rule(BaseModel):
                                         description="<analysis kind>.<section field>")
     fraction: float | None = Field(None, gt=0)
     max_drop: float | None = Field(None, ge=0)
+    min_cka_to_baseline: float | None = Field(
+        None, ge=-1, le=1, description="linear CKA to the same layer of --baseline-model "
+                                       "(a similarity in [0, 1]) must be at least this")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _cka_reads_its_own_metric(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "min_cka_to_baseline" in data and "metric" not in data:
+            return {**data, "metric": CKA_METRIC}
+        return data
 
     @model_validator(mode="after")
     def _complete(self) -> Rule:
@@ -62,9 +81,17 @@ class Rule(BaseModel):
                              "and layers (a glob)")
         if (self.min_fraction_of is None) != (self.fraction is None):
             raise ValueError("min_fraction_of and fraction go together")
-        if all(v is None for v in (self.min, self.max, self.min_fraction_of, self.max_drop)):
+        others = (self.min, self.max, self.min_fraction_of, self.max_drop)
+        if self.min_cka_to_baseline is not None:
+            if self.metric != CKA_METRIC or any(v is not None for v in others):
+                raise ValueError("min_cka_to_baseline is a rule of its own: give it with "
+                                 "layer or layers only (no metric, no other threshold)")
+        elif self.metric == CKA_METRIC:
+            raise ValueError(f"{CKA_METRIC} is read by min_cka_to_baseline: write e.g. "
+                             "`min_cka_to_baseline: 0.9`")
+        elif all(v is None for v in others):
             raise ValueError("a rule needs a threshold: min, max, min_fraction_of + fraction, "
-                             "or max_drop")
+                             "max_drop or min_cka_to_baseline")
         return self
 
     @property
@@ -94,7 +121,7 @@ class Policy(BaseModel):
         if self.analyses is not None:
             kinds = {entry.get("kind") for entry in self.analyses}
             for index, rule in enumerate(self.rules):
-                if rule.kind not in kinds:
+                if rule.kind not in kinds and rule.min_cka_to_baseline is None:
                     raise ValueError(f"rules[{index}] reads {rule.metric}, but the policy's "
                                      f"analyses do not run {rule.kind}")
         return self
@@ -102,6 +129,18 @@ class Policy(BaseModel):
     @property
     def needs_baseline(self) -> bool:
         return any(rule.max_drop is not None for rule in self.rules)
+
+    @property
+    def needs_baseline_model(self) -> bool:
+        return any(rule.min_cka_to_baseline is not None for rule in self.rules)
+
+    def job_analyses(self) -> list[dict[str, Any]] | None:
+        """The analyses to run: the policy's, plus ``similarity`` when a rule compares with
+        the baseline model and the policy does not list it (None: every kind)."""
+        if self.analyses is None or not self.needs_baseline_model or any(
+                entry.get("kind") == "similarity" for entry in self.analyses):
+            return self.analyses
+        return [*self.analyses, {"kind": "similarity"}]
 
 
 def _describe(error: ValidationError) -> str:

@@ -30,15 +30,25 @@ class Produced:
 
 
 def remote(server: str, model: Path, dataset: str, policy: Policy, *,
-           input_shape: Sequence[int] | None, timeout_s: float, api_key: str | None) -> Produced:
-    """Upload, queue, wait and fetch the report through the light client."""
+           input_shape: Sequence[int] | None, timeout_s: float, api_key: str | None,
+           baseline_model: Path | None = None) -> Produced:
+    """Upload, queue, wait and fetch the report through the light client. With
+    ``baseline_model`` (used when a rule needs it), that model is uploaded too and the job
+    compares with it (``compare_to``)."""
     from layerlens_client import Client, errors
 
     try:
         with Client(server, api_key=api_key) as client:
             uploaded = client.upload_model(model, input_shape=input_shape)
-            job = client.create_job(uploaded.id, dataset, policy.analyses, layers=policy.layers,
-                                    max_samples=policy.max_samples, seed=policy.seed)
+            compare_to = None
+            if policy.needs_baseline_model and baseline_model is not None:
+                try:
+                    compare_to = client.upload_model(baseline_model, input_shape=input_shape).id
+                except errors.BadRequestError as exc:
+                    raise InputProblem(f"the baseline model {baseline_model}: {exc}") from exc
+            job = client.create_job(uploaded.id, dataset, policy.job_analyses(),
+                                    layers=policy.layers, max_samples=policy.max_samples,
+                                    seed=policy.seed, compare_to=compare_to)
             job = client.wait(job, timeout=timeout_s)
             if job.status != "succeeded":
                 message = (f"job {job.id} ended {job.status}"
@@ -61,8 +71,10 @@ def remote(server: str, model: Path, dataset: str, policy: Policy, *,
 
 
 def local(model: Path, dataset: str, policy: Policy, out: Path, *,
-          input_shape: Sequence[int] | None) -> Produced:
-    """Run the engine in this process (needs the full layerlens package)."""
+          input_shape: Sequence[int] | None, baseline_model: Path | None = None) -> Produced:
+    """Run the engine in this process (needs the full layerlens package); with
+    ``baseline_model`` (used when a rule needs it) the similarity analysis compares with it
+    on the same samples."""
     try:
         from layerlens.analyze import analyze
         from layerlens.errors import InputError
@@ -72,11 +84,16 @@ def local(model: Path, dataset: str, policy: Policy, out: Path, *,
                            "and needs the full layerlens package (pip install layerlens); "
                            "with only the light client, pass --server URL") from exc
     try:
-        options = JobOptions.parse({"analyses": policy.analyses, "layers": policy.layers,
+        compare_to = (str(baseline_model) if policy.needs_baseline_model
+                      and baseline_model is not None else None)
+        options = JobOptions.parse({"analyses": policy.job_analyses(), "layers": policy.layers,
                                     "max_samples": policy.max_samples, "seed": policy.seed,
-                                    "input_shape": input_shape})
+                                    "input_shape": input_shape, "compare_to": compare_to})
         report = analyze(model, dataset, out, options).model_dump(mode="json")
     except InputError as exc:
+        if "compare_to" in exc.options:  # the engine's name for the baseline model
+            raise InputProblem(f"the baseline model {baseline_model}: "
+                               f"{str(exc).removeprefix('compare_to: ')}") from exc
         raise InputProblem(str(exc)) from exc
     except Exception as exc:
         raise InfrastructureProblem(f"the analysis failed: {type(exc).__name__}: {exc}") from exc
