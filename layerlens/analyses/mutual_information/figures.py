@@ -132,7 +132,7 @@ def information_plane_over_epochs_figure(
         last = np.flatnonzero(seen)[-1]
         ax.annotate(str(index), (xs[last], ys[last]), textcoords="offset points",
                     xytext=(4, 4), fontsize=8)
-    colorbar = fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, pad=0.01)
+    colorbar = fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, pad=0.02)
     colorbar.set_label("step")
     if h_y is not None:
         ax.axhline(h_y, color="tab:red", linestyle="--", linewidth=1,
@@ -148,6 +148,8 @@ def information_plane_over_epochs_figure(
         ax.set_xlabel("step")
         ax.set_title(f"I(T;Y) over training{name}; I(X;T) is not defined for this estimator")
     ax.set_ylabel("I(T;Y) [bits]")
+    ax.set_xlim(left=0)
+    ax.set_ylim(bottom=0)
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.12, 1.0), frameon=False)
+        fig.legend(fontsize=7, loc="outside right upper", frameon=False)
     return fig
