@@ -97,7 +97,8 @@ def test_ib12_raw_inputs_through_analyze(tmp_path: Path) -> None:
     assert (tmp_path / "out" / section["image"]).stat().st_size > 0
     html = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
     assert 'id="mutual_information"' in html and section["image"] in html
-    assert html.count("saturated</strong>") == 2  # the flag on each layer's row
+    assert html.count("saturated</strong></td>") == 2  # the flag on each layer's row
+    assert "layers are <strong>saturated</strong>" in html  # and what it means, above
 
 
 @pytest.mark.parametrize("adaptive", [False, True])
@@ -646,6 +647,8 @@ def test_default_information_plane_of_the_demo_cnn_separates_its_layers(
     spread = max(row["I_XT"] for row in rows) - min(row["I_XT"] for row in rows)
     assert spread > 1.0, [row["I_XT"] for row in rows]
     assert (tmp_path / section["image"]).stat().st_size > 0
+    html = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert html.count("saturated</strong></td>") == sum(row["saturated"] for row in rows)
 
 
 @pytest.mark.parametrize("saturated", [False, True])
