@@ -31,9 +31,15 @@ __all__ = [
     "AttributionSection",
     "BestMatch",
     "ComparedModel",
+    "Compression",
     "DatasetSection",
+    "DynamicsSection",
     "FailedAnalysis",
     "FailedLayer",
+    "FilterDynamics",
+    "GradientSnrLayer",
+    "GradientSnrSection",
+    "InformationDynamics",
     "InformationLayer",
     "LayerEntry",
     "LayerWithoutGradients",
@@ -43,14 +49,18 @@ __all__ = [
     "MutualInformationSection",
     "OptimisedUnit",
     "Parameters",
+    "ProbeDynamics",
     "ProbeLayer",
     "ProjectedLayer",
+    "ProjectionDynamics",
+    "ProjectionPanels",
     "ProjectionSection",
     "ReductionEntry",
     "Report",
     "RunPlan",
     "SimilaritySection",
     "SkippedLayer",
+    "SnrDynamics",
     "UndefinedLayer",
     "Warning_",
 ]
@@ -108,7 +118,14 @@ class DatasetSection(_Model):
 
 
 class ReductionEntry(_Model):
-    method: str  # "spatial_mean" | "random_projection"
+    """How a layer's stored features were reduced: ``spatial_mean`` (a feature map over its
+    spatial axes), ``random_projection``, or ``sequence_mean`` / ``sequence_first`` /
+    ``sequence_last`` (a token model's sequence layer ``(L, D)`` pooled over its positions,
+    the job option ``sequence_pooling``).
+    """
+
+    # "spatial_mean" | "random_projection" | "sequence_mean" | "sequence_first" | "sequence_last"
+    method: str
     from_shape: list[int]
     to: int
     seed: int | None = None
@@ -139,6 +156,81 @@ class Warning_(_Model):
     analysis: str
     layer: str | None = None
     message: str
+
+
+class ProbeDynamics(_Model):
+    test_accuracy: list[list[float | None]] = Field(
+        description="[step][layer], null where the layer was skipped",
+    )
+    image: str | None = Field(default=None, description="heatmap, layers x steps")
+
+
+class ProjectionPanels(_Model):
+    layer: str
+    image: str = Field(
+        description=(
+            "one panel per shown step, t-SNE initialised from the previous step's embedding"
+        ),
+    )
+
+
+class ProjectionDynamics(_Model):
+    method: str
+    neighborhood_hit: list[list[float | None]] = Field(description="[step][layer]")
+    image: str | None = Field(default=None, description="heatmap, layers x steps")
+    panels: list[ProjectionPanels] = Field(default_factory=list)
+
+
+class Compression(_Model):
+    """Whether a layer's I(X;T) fell after its peak by more than the tolerance."""
+
+    layer: str
+    peak_step: int | None = Field(description="the step where I(X;T) peaks")
+    drop_bits: float | None = Field(description="I(X;T) at the peak minus at the last step")
+    compressed: bool | None = Field(description="drop_bits above the section's tolerance_bits")
+
+
+class InformationDynamics(_Model):
+    estimator: str
+    I_XT: list[list[float | None]] = Field(description="[step][layer], bits")
+    I_TY: list[list[float | None]] = Field(description="[step][layer], bits")
+    compression: list[Compression]
+    tolerance_bits: float = Field(description="smallest drop counted as compression (bits)")
+    image: str | None = Field(default=None, description="trajectories on the information plane")
+
+
+class SnrDynamics(_Model):
+    layers: list[str] = Field(description="the weighted layers")
+    snr: list[list[float | None]] = Field(
+        description="[step][layer]: |mean gradient| / |element-wise std|",
+    )
+    snr_norms: list[list[float | None]] = Field(
+        description="[step][layer]: mean / std of the gradient norm",
+    )
+    image: str | None = None
+
+
+class FilterDynamics(_Model):
+    layer: str
+    frequencies: list[float]
+    afr: list[list[float]] = Field(description="[step][frequency]: average frequency response")
+    image: str | None = None
+
+
+class DynamicsSection(_Model):
+    """``dynamics`` of report.json: a checkpoint series (``analyses`` describe its last
+    checkpoint). Every matrix is ``[step][layer]`` over ``steps`` and ``layers``.
+    """
+
+    steps: list[int]
+    checkpoints: list[str] = Field(description="the model file of each step")
+    layers: list[str] = Field(description="layers common to every checkpoint, forward order")
+    linear_probe: ProbeDynamics | None = None
+    projection: ProjectionDynamics | None = None
+    mutual_information: InformationDynamics | None = None
+    gradient_snr: SnrDynamics | None = None
+    filters: FilterDynamics | None = None
+    note: str = ""
 
 
 class ProbeLayer(_Model):
@@ -467,6 +559,42 @@ class AttributionSection(_Model):
     examples: list[AttributedExample]
 
 
+class GradientSnrLayer(_Model):
+    """One weighted layer: its weights' loss gradient over the mini-batches."""
+
+    layer: str
+    n_weights: int = Field(description="weights and biases of the layer, taken together")
+    gradient_norm: float = Field(description="mean over mini-batches of ||g_b||")
+    snr: float | None = Field(
+        description=(
+            "||mean_b g_b|| / ||std_b g_b|| (element-wise std over mini-batches, Shwartz-Ziv & "
+            "Tishby); null when the std is 0"
+        ),
+    )
+    snr_norms: float | None = Field(
+        description="mean_b ||g_b|| / std_b ||g_b||; null when the std is 0",
+    )
+
+
+class GradientSnrSection(_Model):
+    """``analyses.gradient_snr`` of report.json."""
+
+    loss: str = Field(description="what is differentiated, in one sentence")
+    output_layer: str | None = Field(description="the layer the loss is computed from")
+    batch_size: int = Field(description="samples per mini-batch (as used)")
+    n_batches: int = Field(description="mini-batches whose gradients were taken")
+    seed: int
+    skipped: str | None = Field(
+        default=None,
+        description=(
+            "why no layer was analysed (no weights exposed, output not one logit per class)"
+        ),
+    )
+    complete: bool = Field(description="false when stopped before every mini-batch ran")
+    image: str | None = Field(description="both ratios per layer (PNG)")
+    layers: list[GradientSnrLayer | SkippedLayer | FailedLayer]
+
+
 class Analyses(_Model):
     """One section per analysis kind: its section model, :class:`FailedAnalysis` when it raised
     as a whole, None when it was not run. Kinds this client does not know are kept as plain
@@ -491,6 +619,10 @@ class Analyses(_Model):
         title="Representation similarity",
     )
     attribution: AttributionSection | FailedAnalysis | None = None
+    gradient_snr: GradientSnrSection | FailedAnalysis | None = Field(
+        default=None,
+        title="Gradient signal-to-noise ratio",
+    )
 
 
 class Report(_Model):
@@ -503,4 +635,5 @@ class Report(_Model):
     dataset: DatasetSection
     activations: ActivationsSection
     warnings: list[Warning_] = Field(default_factory=list)
+    dynamics: DynamicsSection | None = None
     analyses: Analyses

@@ -21,6 +21,7 @@ BUILTIN = (
     "layerlens.analyses.activation_maximization",
     "layerlens.analyses.similarity",
     "layerlens.analyses.attribution",
+    "layerlens.analyses.gradient_snr",
 )
 
 
