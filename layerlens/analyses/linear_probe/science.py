@@ -82,27 +82,30 @@ class ProbeResult:
 
 
 def standardize(train: torch.Tensor, test: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Centre and scale features with the train split's mean and standard deviation.
+    """Centre and scale features with the train split's mean and standard deviation, in place.
 
     Parameters
     ----------
-    train : tensor, shape (n_train, d); test : tensor, shape (n_test, d).
+    train : tensor, shape (n_train, d); test : tensor, shape (n_test, d); both are
+        overwritten (no copy of either is made).
 
     Returns
     -------
-    train_z, test_z : same shapes. A feature constant on the train split at
+    train_z, test_z : ``train`` and ``test``. A feature constant on the train split at
         float32 resolution (:func:`layerlens.resolution.constant_at_resolution`:
         rounding noise included, a narrow range such as [0, 1e-6] excluded) is
         set to 0 in both: it carries no information a probe can fit, and
         dividing by its vanishing std would amplify noise or give NaN.
     """
-    mean = train.mean(dim=0)
-    std = (train - mean).square_().mean(dim=0).sqrt_()  # torch.std is ~5x slower on the CPU
     constant = torch.from_numpy(constant_at_resolution(
         train.amin(dim=0).cpu().numpy(), train.amax(dim=0).cpu().numpy())).to(train.device)
+    mean = train.mean(dim=0)
+    train.sub_(mean)
+    std = torch.linalg.vector_norm(train, dim=0).div_(len(train) ** 0.5)  # no n x d temporary
     scale = torch.where(constant, torch.ones_like(std), std)
     keep = (~constant).to(train.dtype)
-    return (train - mean) / scale * keep, (test - mean) / scale * keep
+    factor = keep / scale
+    return train.mul_(factor), test.sub_(mean).mul_(factor)
 
 
 def row_space(train: torch.Tensor, test: torch.Tensor
@@ -166,14 +169,6 @@ def _groups(widths: Sequence[int], column_cost: int, budget: int,
                 continue
         groups.append([index])
     return groups
-
-
-def _pad_transposed(blocks: Sequence[torch.Tensor], width: int) -> torch.Tensor:
-    """Stack (n, d_l) blocks feature-major into (L, width, n), zero rows past each d_l."""
-    out = blocks[0].new_zeros((len(blocks), width, blocks[0].shape[0]))
-    for slot, block in enumerate(blocks):
-        out[slot, :block.shape[1]] = block.T
-    return out
 
 
 class _Objective:
@@ -297,18 +292,23 @@ def fit_linear_probes(
     # a few parameter-sized vectors, each k values wide)
     column_cost = len(train) + len(test) + (2 * LBFGS_HISTORY + SOLVER_VECTORS) * k
     for members in _groups(fit_widths, column_cost, group_bytes, padding):
-        blocks: list[tuple[torch.Tensor, torch.Tensor]] = []
+        width = fit_widths[members[0]]
+        # feature-major (L, width, n), zero rows past each layer's width; filled one layer
+        # at a time, so a group holds its padded rows and one layer's copy
         bases: dict[int, torch.Tensor] = {}
         for slot, i in enumerate(members):
-            train_z, test_z = standardize(torch.as_tensor(features[i][train], device=dev),
-                                          torch.as_tensor(features[i][test], device=dev))
+            layer = features[i]  # a memory map of a layer on disk is read here, then dropped
+            train_z, test_z = standardize(torch.as_tensor(np.asarray(layer[train]), device=dev),
+                                          torch.as_tensor(np.asarray(layer[test]), device=dev))
+            del layer
             if in_row_space[i]:
                 train_z, test_z, bases[slot] = row_space(train_z, test_z)
-            blocks.append((train_z, test_z))
-        width = fit_widths[members[0]]
-        x_train = _pad_transposed([b[0] for b in blocks], width)
-        x_test = _pad_transposed([b[1] for b in blocks], width)
-        del blocks
+            if slot == 0:
+                x_train = train_z.new_zeros((len(members), width, len(train)))
+                x_test = train_z.new_zeros((len(members), width, len(test)))
+            x_train[slot, :train_z.shape[1]] = train_z.T
+            x_test[slot, :test_z.shape[1]] = test_z.T
+            del train_z, test_z
         objective = _Objective(x_train, y_train, k, C)
         euclidean = torch.tensor([in_row_space[i] for i in members], device=dev)
         solver = BatchedLBFGS(objective, x_train.new_zeros((len(members), k * width + k)),
