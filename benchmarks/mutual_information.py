@@ -5,7 +5,8 @@ Network: the demo digits CNN (``app.demo.model.digits_cnn``, 11 layers,
 and captured by layerlens. Data: the 1,797 scikit-learn digits replicated to
 N = 10,000 samples with seeded Gaussian pixel jitter (std 1 on the 0..16
 scale, clipped), so almost every sample is distinct. Estimator: equal-width
-binning, 30 bins over each layer's observed range (the default spec).
+binning, 30 bins over each layer's observed range (``{"estimator": "binning"}``; the
+default estimator is kde).
 
 Baseline: for each layer, ``numpy.floor`` binning with the same float32
 arithmetic, ``numpy.unique(bins, axis=0)`` to count the binned rows and
