@@ -37,6 +37,7 @@ __all__ = [
     "FailedAnalysis",
     "FailedLayer",
     "FilterDynamics",
+    "FiltersSection",
     "GradientSnrLayer",
     "GradientSnrSection",
     "InformationDynamics",
@@ -595,6 +596,50 @@ class GradientSnrSection(_Model):
     layers: list[GradientSnrLayer | SkippedLayer | FailedLayer]
 
 
+class FiltersSection(_Model):
+    """``analyses.filters`` of report.json."""
+
+    layer: str | None = Field(description="the convolution drawn")
+    op: str | None = Field(description="its module type or ONNX operator")
+    dimensions: int | None = Field(description="1: curves (k taps); 2: images")  # 1 | 2
+    n_filters: int = Field(description="output filters C")
+    in_channels: int = Field(description="input channels per filter")
+    kernel: list[int] = Field(description="kernel size per spatial axis")
+    n_fft: int | None = Field(description="DFT length (per axis)")
+    averaged: str = Field(description="how the response is averaged, in one sentence")
+    frequencies: list[float] = Field(
+        description=(
+            "normalised frequency, cycles per sample, 0..0.5 in steps of 1/n_fft (2-D: the radius "
+            "|(f_x, f_y)|)"
+        ),
+    )
+    afr: list[float] = Field(
+        description=(
+            "average magnitude response (1/C) sum_c |H_c(f)| at each frequency (2-D: averaged over "
+            "each ring of radius f)"
+        ),
+    )
+    orientations: list[float] | None = Field(
+        description=(
+            "2-D: centres of the orientation bins, degrees in [0, 180), the angle of (f_x, f_y) "
+            "from the kernel's column axis towards its row axis"
+        ),
+    )
+    orientation_profile: list[float] | None = Field(
+        description="2-D: mean magnitude per orientation bin over 0 < |f| <= 0.5",
+    )
+    filters_image: str | None = Field(description="the filters as images or curves (PNG)")
+    response_image: str | None = Field(
+        description=(
+            "the average response (2-D: with the mean spectrum and orientation profile) (PNG)"
+        ),
+    )
+    skipped: str | None = Field(
+        default=None,
+        description="why no filters were drawn (no convolution)",
+    )
+
+
 class Analyses(_Model):
     """One section per analysis kind: its section model, :class:`FailedAnalysis` when it raised
     as a whole, None when it was not run. Kinds this client does not know are kept as plain
@@ -622,6 +667,10 @@ class Analyses(_Model):
     gradient_snr: GradientSnrSection | FailedAnalysis | None = Field(
         default=None,
         title="Gradient signal-to-noise ratio",
+    )
+    filters: FiltersSection | FailedAnalysis | None = Field(
+        default=None,
+        title="First-layer filters",
     )
 
 

@@ -22,6 +22,7 @@ BUILTIN = (
     "layerlens.analyses.similarity",
     "layerlens.analyses.attribution",
     "layerlens.analyses.gradient_snr",
+    "layerlens.analyses.filters",
 )
 
 
