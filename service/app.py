@@ -22,7 +22,7 @@ from layerlens import __version__
 from service import problems
 from service.context import ServiceContext
 from service.metrics import ServiceCollector
-from service.routes import jobs, ops, uploads
+from service.routes import comparison, jobs, ops, uploads
 from service.sweep import SweepPolicy, sweep
 
 log = logging.getLogger("layerlens.api")
@@ -69,6 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(uploads.router, tags=["uploads"])
     app.include_router(jobs.router, tags=["jobs"])
+    app.include_router(comparison.router, tags=["jobs"])
     app.include_router(ops.router, tags=["operations"])
     return app
 

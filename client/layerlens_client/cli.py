@@ -6,7 +6,8 @@ names a function that receives the subparsers of the ``layerlens`` parser, adds 
 commands and sets ``run`` on each (a function of the parsed arguments that returns the
 exit status). The full layerlens package adds analyze, serve, api, worker, migrate,
 keys and demo that way (``app.cli:add_commands``); with only this client installed,
-``layerlens`` offers ``check``.
+``layerlens`` offers ``check``. ``compare`` (two reports side by side) is listed here and
+runs the full package's :mod:`layerlens.comparison`.
 
 Usage errors: one line on stderr, exit status 2.
 """
@@ -14,9 +15,11 @@ Usage errors: one line on stderr, exit status 2.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from importlib import metadata
+from pathlib import Path
 from typing import NoReturn
 
 from layerlens_client._version import __version__
@@ -52,9 +55,42 @@ def build_parser(plugins: Sequence[metadata.EntryPoint] | None = None) -> argpar
     # `check` parses its own arguments (layerlens_client.check); listed here for --help
     commands.add_parser("check", add_help=False,
                         help="fail a CI build whose model breaks a policy (layerlens check -h)")
+    compare = commands.add_parser(
+        "compare", help="two reports side by side: every number of every analysis, both "
+                        "values and the difference (b - a), layers matched by name")
+    compare.add_argument("report_a", type=Path, help="report.json, or a report folder")
+    compare.add_argument("report_b", type=Path, help="report.json, or a report folder")
+    compare.add_argument("--out", type=Path,
+                         help="write the comparison JSON here (default: stdout)")
+    compare.set_defaults(run=_compare)
     for plugin in plugins:
         plugin.load()(commands)
     return parser
+
+
+def _compare(args: argparse.Namespace) -> int:
+    """``layerlens compare``: the JSON of :func:`layerlens.comparison.compare_reports` (the
+    same as ``GET /v1/jobs/{id}/compare/{other_id}``) on stdout, or in ``--out`` with a
+    one-line summary on stdout. Exit 2 with one line when a report cannot be read."""
+    from layerlens.comparison import ComparisonError, compare_reports, load_report
+
+    try:
+        document = compare_reports(load_report(args.report_a), load_report(args.report_b),
+                                   source_a=str(args.report_a), source_b=str(args.report_b))
+        text = json.dumps(document, indent=2)
+        if args.out is None:
+            print(text)
+            return 0
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n", encoding="utf-8")
+    except (ComparisonError, OSError) as exc:
+        print(f"layerlens compare: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    rows = [row for section in document["sections"].values() for row in section]
+    differ = sum(row["difference"] != 0 for row in rows)
+    print(f"{len(rows)} numbers in {len(document['sections'])} sections, {differ} differ or "
+          f"are in one report only: {args.out}")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
