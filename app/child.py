@@ -30,19 +30,25 @@ class ChildFailed(Exception):
 
 
 def analyze_in_child(model: Path, dataset_ref: str, dataset_file: Path | None, out: Path,
-                     options: JobOptions) -> dict[str, Any]:
+                     options: JobOptions, *,
+                     series: list[tuple[Path, int]] | None = None) -> dict[str, Any]:
     """Run the analysis of ``model`` in a child process; the report document it wrote.
 
     ``dataset_file``: a local file already holding the dataset (an s3 object downloaded
     by the caller), else None and the child resolves ``dataset_ref`` (local paths too).
-    Raises :class:`InputError` (the child refused the input; its ``options`` kept for
-    spelling) or :class:`ChildFailed`.
+    ``series``: the checkpoints ``(file, step)`` of a training run, analysed together
+    (``model`` is then the last one). Raises :class:`InputError` (the child refused the
+    input; its ``options`` kept for spelling) or :class:`ChildFailed`.
     """
     out = out.resolve()
-    job = {"model": str(model.resolve()), "model_name": model.name, "out": str(out),
-           "dataset": {"ref": dataset_ref, "allow_local": True,
-                       "file": None if dataset_file is None else str(dataset_file.resolve())},
-           "options": options.model_dump(mode="json")}
+    job: dict[str, Any] = {
+        "model": str(model.resolve()), "model_name": model.name, "out": str(out),
+        "dataset": {"ref": dataset_ref, "allow_local": True,
+                    "file": None if dataset_file is None else str(dataset_file.resolve())},
+        "options": options.model_dump(mode="json")}
+    if series is not None:
+        job["series"] = [{"path": str(path.resolve()), "name": path.name, "step": step}
+                         for path, step in series]
     with tempfile.TemporaryDirectory(prefix="layerlens-analyze-") as folder:
         job_file = Path(folder) / "job.json"
         job_file.write_text(json.dumps(job), encoding="utf-8")

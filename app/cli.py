@@ -44,7 +44,11 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     """Add this package's commands to the ``layerlens`` parser; each sets ``run``."""
     analyze = commands.add_parser(
         "analyze", help="analyse a model on a dataset in-process and write a report folder")
-    analyze.add_argument("model", type=Path, help="ONNX model or TorchScript archive")
+    analyze.add_argument("model", type=Path, nargs="+",
+                         help="ONNX model, TorchScript or .pt2 archive; several files are the "
+                              "checkpoints of one training run (a series: the report's "
+                              "dynamics), each at the step the last integer of its file name "
+                              "gives (epoch_012.onnx: 12) unless --steps gives them")
     analyze.add_argument("--dataset", required=True,
                          help="builtin:digits|iris|wine|breast_cancer|ib12, a .npz/.csv path, "
                               "or s3://bucket/key.npz|.csv (downloaded first; endpoint "
@@ -53,6 +57,8 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     which.add_argument("--analyses", help="comma-separated analysis kinds, default parameters "
                                           f"({','.join(kinds())})")
     which.add_argument("--spec", type=Path, help='JSON file {"analyses": [...]}')
+    analyze.add_argument("--steps", help="a series: the training step of each model file, "
+                                         "comma-separated in the files' order (e.g. 0,5,10)")
     add_option_flags(analyze)
     analyze.add_argument("--out", type=Path, required=True, help="report folder")
 
@@ -133,17 +139,23 @@ def _run_analyze(args: argparse.Namespace) -> int:
     else:
         spec = None  # every analysis
     options = options_from_args(args, spec)
-    if not args.model.is_file():
-        raise InputError(f"model file '{args.model}' does not exist")
+    for model in args.model:
+        if not model.is_file():
+            raise InputError(f"model file '{model}' does not exist")
+    series = _series(args.model, args.steps)
+    model = args.model[-1] if series is None else series[-1][0]
     started = time.perf_counter()
     try:
         with _local_dataset(args.dataset) as dataset_file:
-            report = analyze_in_child(args.model, args.dataset, dataset_file, args.out, options)
+            report = analyze_in_child(model, args.dataset, dataset_file, args.out, options,
+                                      series=series)
     except ChildFailed as exc:
         print(f"layerlens: error: {exc}", file=sys.stderr)
         return EXIT_INTERNAL
     elapsed = time.perf_counter() - started
-    print(f"analysed {len(report['activations']['layers'])} layers of {args.model.name} on "
+    what = (model.name if series is None else
+            f"{len(series)} checkpoints (steps {', '.join(str(s) for _, s in series)})")
+    print(f"analysed {len(report['activations']['layers'])} layers of {what} on "
           f"{report['dataset']['ref']} ({report['dataset']['n_samples']} samples) in "
           f"{elapsed:.1f} s")
     print(f"report: {(args.out / 'report.html').resolve()}")
@@ -151,6 +163,19 @@ def _run_analyze(args: argparse.Namespace) -> int:
         where = warning["analysis"] + (f", layer {warning['layer']}" if warning["layer"] else "")
         print(f"layerlens: warning: {where} failed: {warning['message']}", file=sys.stderr)
     return _exit_status(report["analyses"])
+
+
+def _series(models: list[Path], steps: str | None) -> list[tuple[Path, int]] | None:
+    """The checkpoints ``(file, step)`` in step order, or None for one model file and no
+    ``--steps``. Raises :class:`InputError` (a step count that does not match, a step given
+    twice, a file name without an integer and no ``--steps``)."""
+    from layerlens.series import checkpoint_steps, parse_steps
+
+    if len(models) == 1 and steps is None:
+        return None
+    given = None if steps is None else parse_steps(steps)
+    found = checkpoint_steps([model.name for model in models], given, steps_name="--steps")
+    return sorted(zip(models, found, strict=True), key=lambda pair: pair[1])
 
 
 @contextlib.contextmanager

@@ -65,7 +65,7 @@ def _inspect_model(path: Path, input_shape: tuple[int, ...] | None,
     try:
         model = load_model(path, input_shape=input_shape, device="cpu", name=name,
                            max_bytes=min(max_bytes or MAX_MODEL_BYTES, MAX_MODEL_BYTES),
-                           data_beside=False)
+                           data_beside=False, inputs=None)
     except ShapeMismatchError as exc:
         if input_shape is None and sniff_format(path.read_bytes(),
                                                 name or path.name) == "torchscript":
@@ -92,12 +92,17 @@ def _analyze(job_file: Path) -> dict[str, Any]:
     Job file: ``{"model": path, "model_name": the name messages use,
     "dataset": {"ref": str, "file": path | null, "allow_local": bool (the command line's
     local paths; a worker's job never)},
-    "out": dir, "options": the job options (:class:`layerlens.options.JobOptions`)}``.
+    "out": dir, "options": the job options (:class:`layerlens.options.JobOptions`),
+    "series": [{"path", "name", "step"}] (optional: the checkpoints of a training run,
+    analysed by :func:`layerlens.series.analyze_series`; "model" is then ignored)}``.
+    Progress events of a series also carry ``checkpoint`` (from 0, in step order) and
+    ``checkpoints``.
     """
     from layerlens.analyze import analyze
     from layerlens.data import resolve_dataset
     from layerlens.data.resolve import load_dataset_file
     from layerlens.options import JobOptions
+    from layerlens.series import Checkpoint, analyze_series
 
     job = json.loads(job_file.read_text())
     source = job["dataset"]
@@ -109,8 +114,18 @@ def _analyze(job_file: Path) -> dict[str, Any]:
     def progress(stage: str, step: int, total: int, metrics: dict[str, float]) -> None:
         emit("progress", stage=stage, step=step, total=total)
 
-    analyze(job["model"], data, job["out"], options, progress=progress,
-            model_name=job.get("model_name"))
+    if job.get("series"):
+        def checkpoint_progress(checkpoint: int, checkpoints: int, stage: str, step: int,
+                                total: int, metrics: dict[str, float]) -> None:
+            emit("progress", stage=stage, step=step, total=total, checkpoint=checkpoint,
+                 checkpoints=checkpoints)
+
+        series = sorted((Checkpoint(Path(entry["path"]), int(entry["step"]), entry["name"])
+                         for entry in job["series"]), key=lambda checkpoint: checkpoint.step)
+        analyze_series(series, data, job["out"], options, progress=checkpoint_progress)
+    else:
+        analyze(job["model"], data, job["out"], options, progress=progress,
+                model_name=job.get("model_name"))
     return {"out": job["out"]}
 
 

@@ -100,6 +100,74 @@ class Warning_(_Strict):
     message: str
 
 
+Matrix = list[list[float | None]]
+
+
+class Compression(_Strict):
+    """Whether a layer's I(X;T) fell after its peak by more than the tolerance."""
+
+    layer: str
+    peak_step: int | None = Field(description="the step where I(X;T) peaks")
+    drop_bits: float | None = Field(description="I(X;T) at the peak minus at the last step")
+    compressed: bool | None = Field(description="drop_bits above the section's tolerance_bits")
+
+
+class ProbeDynamics(_Strict):
+    test_accuracy: Matrix = Field(description="[step][layer], null where the layer was skipped")
+    image: str | None = Field(default=None, description="heatmap, layers x steps")
+
+
+class ProjectionPanels(_Strict):
+    layer: str
+    image: str = Field(description="one panel per shown step, t-SNE initialised from the "
+                                   "previous step's embedding")
+
+
+class ProjectionDynamics(_Strict):
+    method: str
+    neighborhood_hit: Matrix = Field(description="[step][layer]")
+    image: str | None = Field(default=None, description="heatmap, layers x steps")
+    panels: list[ProjectionPanels] = Field(default_factory=list)
+
+
+class InformationDynamics(_Strict):
+    estimator: str
+    I_XT: Matrix = Field(description="[step][layer], bits")
+    I_TY: Matrix = Field(description="[step][layer], bits")
+    compression: list[Compression]
+    tolerance_bits: float = Field(description="smallest drop counted as compression (bits)")
+    image: str | None = Field(default=None, description="trajectories on the information plane")
+
+
+class SnrDynamics(_Strict):
+    layers: list[str] = Field(description="the weighted layers")
+    snr: Matrix = Field(description="[step][layer]: |mean gradient| / |element-wise std|")
+    snr_norms: Matrix = Field(description="[step][layer]: mean / std of the gradient norm")
+    image: str | None = None
+
+
+class FilterDynamics(_Strict):
+    layer: str
+    frequencies: list[float]
+    afr: list[list[float]] = Field(description="[step][frequency]: average frequency response")
+    image: str | None = None
+
+
+class DynamicsSection(_Strict):
+    """``dynamics`` of report.json: a checkpoint series (``analyses`` describe its last
+    checkpoint). Every matrix is ``[step][layer]`` over ``steps`` and ``layers``."""
+
+    steps: list[int]
+    checkpoints: list[str] = Field(description="the model file of each step")
+    layers: list[str] = Field(description="layers common to every checkpoint, forward order")
+    linear_probe: ProbeDynamics | None = None
+    projection: ProjectionDynamics | None = None
+    mutual_information: InformationDynamics | None = None
+    gradient_snr: SnrDynamics | None = None
+    filters: FilterDynamics | None = None
+    note: str = ""
+
+
 class Report(_Strict):
     """``report.json``. ``analyses`` maps a kind to its section, validated against the kind's
     section model when set (dicts in, dicts kept: the JSON document as written)."""
@@ -111,6 +179,8 @@ class Report(_Strict):
     analyses: dict[str, Any] = Field(default_factory=dict)
     warnings: list[Warning_] = Field(
         default_factory=list, description="analyses or layers that failed; the rest stand")
+    dynamics: DynamicsSection | None = Field(
+        default=None, description="a checkpoint series: the analyses over training steps")
 
     @field_validator("analyses")
     @classmethod
@@ -167,3 +237,4 @@ class _ReportHeader(_Strict):
     dataset: DatasetSection
     activations: ActivationsSection
     warnings: list[Warning_] = Field(default_factory=list)
+    dynamics: DynamicsSection | None = None
