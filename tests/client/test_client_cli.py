@@ -59,14 +59,14 @@ def test_the_full_package_adds_its_commands_through_the_entry_point() -> None:
     plugins = cli._plugins()
     assert [(p.name, p.value) for p in plugins] == [("layerlens", "app.cli:add_commands")]
     commands = cli.build_parser(plugins)._subparsers._group_actions[0].choices  # type: ignore[union-attr]
-    assert set(commands) == {"check", *FULL_COMMANDS}
+    assert set(commands) == {"check", "compare", *FULL_COMMANDS}
 
 
 def test_help_lists_every_command_and_a_usage_error_is_one_line() -> None:
     shown = subprocess.run([sys.executable, "-m", "app", "--help"], capture_output=True,
                            text=True, timeout=60)
     assert shown.returncode == 0, shown.stderr
-    for name in ("check", *FULL_COMMANDS):
+    for name in ("check", "compare", *FULL_COMMANDS):
         assert f"    {name} " in shown.stdout, name
     wrong = subprocess.run([sys.executable, "-m", "app", "analyze", "--no-such-flag"],
                            capture_output=True, text=True, timeout=60)
