@@ -66,7 +66,7 @@ def test_missing_estimates_are_left_out() -> None:
     assert result["peak_step"] == 1 and result["compressed"]
     assert result["drop_bits"] == pytest.approx(1.0, abs=EXACT)
     assert compression([0, 1], [None, None]) == {"peak_step": None, "drop_bits": None,
-                                                 "compressed": False}
+                                                 "compressed": None}
 
 
 @pytest.mark.parametrize(("steps", "values", "tolerance", "message"), [

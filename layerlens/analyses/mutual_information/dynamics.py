@@ -12,8 +12,9 @@ For the checkpoint-series code (``dynamics.mutual_information`` of the report)
 - Per layer: ``compression(steps, i_xt_of_that_layer)`` with every
   checkpoint's I(X;T) in bits (the ``I_XT`` of the layer's row at each step;
   ``None`` where the layer was skipped, failed or has no I(X;T), as under
-  ``ksg``) returns the ``{"peak_step", "drop_bits", "compressed"}`` that the
-  ``compression`` entry of the report adds ``"layer"`` to. Use the same
+  ``ksg``; those steps are left out) returns the ``{"peak_step", "drop_bits",
+  "compressed"}`` that the ``compression`` entry of the report adds ``"layer"``
+  to (all None when the layer has no estimate at any step). Use the same
   estimator and parameters at every step (the default ``kde`` sets its noise
   per layer and per checkpoint, relative to the layer's variance there).
 - The picture:
@@ -53,11 +54,11 @@ TOLERANCE_BITS = 0.1
 
 
 class Compression(TypedDict):
-    """One layer's verdict; ``peak_step``/``drop_bits`` are None when no step has an estimate."""
+    """One layer's verdict; all three None when no step has an estimate (no verdict)."""
 
     peak_step: int | None
     drop_bits: float | None
-    compressed: bool
+    compressed: bool | None
 
 
 def compression(steps: Sequence[int], i_xt: Sequence[float | None], *,
@@ -80,7 +81,7 @@ def compression(steps: Sequence[int], i_xt: Sequence[float | None], *,
         ``drop_bits``: I(X;T) at the peak minus I(X;T) at the last step with an
         estimate (>= 0; the fall that remains at the end of training, so a dip
         that recovers does not count); ``compressed``: ``drop_bits >
-        tolerance_bits``.
+        tolerance_bits``. All None when no step has an estimate.
 
     Raises
     ------
@@ -104,7 +105,7 @@ def compression(steps: Sequence[int], i_xt: Sequence[float | None], *,
         raise ValueError("i_xt contains infinite values")
     known = ~np.isnan(values)
     if not known.any():
-        return Compression(peak_step=None, drop_bits=None, compressed=False)
+        return Compression(peak_step=None, drop_bits=None, compressed=None)
     step_array, values = step_array[known], values[known]
     peak = int(np.argmax(values))
     drop = float(values[peak] - values[-1])
