@@ -151,11 +151,13 @@ def row_space(train: torch.Tensor, test: torch.Tensor
 
 
 def _groups(widths: Sequence[int], column_cost: int, budget: int,
-            max_padding: float) -> list[list[int]]:
+            max_padding: float, extra: Sequence[int] | None = None) -> list[list[int]]:
     """Layer indices grouped by width, widest first, within padding and memory bounds.
 
     column_cost : float32 values a group holds per (padded) width column and layer.
+    extra : bytes each layer holds besides its columns (a row-space basis); default 0.
     """
+    extra = [0] * len(widths) if extra is None else extra
     order = sorted(range(len(widths)), key=lambda i: -widths[i])
     groups: list[list[int]] = []
     for index in order:
@@ -164,7 +166,8 @@ def _groups(widths: Sequence[int], column_cost: int, budget: int,
             widest = widths[group[0]]
             padded = (len(group) + 1) * widest
             real = sum(widths[i] for i in group) + widths[index]
-            if padded <= max_padding * real and padded * column_cost * 4 <= budget:
+            held = padded * column_cost * 4 + sum(extra[i] for i in group) + extra[index]
+            if padded <= max_padding * real and held <= budget:
                 group.append(index)
                 continue
         groups.append([index])
@@ -252,8 +255,8 @@ def fit_linear_probes(
         (scikit-learn's ``tol`` for lbfgs).
     max_iter : L-BFGS iterations at most, per layer.
     device : torch device, ``cpu`` or ``cuda``.
-    group_bytes : bound on one group's padded train and test activations
-        (float32 bytes); a wider layer is fit alone.
+    group_bytes : bound on one group's padded train and test activations, solver
+        state and row-space bases (float32 bytes); a wider layer is fit alone.
     max_padding : layers share a batch while its padded width times its
         layer count is at most this times their summed widths (>= 1);
         default ``MAX_PADDING`` for the device type.
@@ -291,7 +294,10 @@ def fit_linear_probes(
     # per width column, a group holds the rows and the solver's state (curvature pairs and
     # a few parameter-sized vectors, each k values wide)
     column_cost = len(train) + len(test) + (2 * LBFGS_HISTORY + SOLVER_VECTORS) * k
-    for members in _groups(fit_widths, column_cost, group_bytes, padding):
+    # a row-space layer keeps its basis (rank <= n_train, width d) until it is scored
+    bases_bytes = [4 * len(train) * width if reduce else 0
+                   for width, reduce in zip(widths, in_row_space, strict=True)]
+    for members in _groups(fit_widths, column_cost, group_bytes, padding, bases_bytes):
         width = fit_widths[members[0]]
         # feature-major (L, width, n), zero rows past each layer's width; filled one layer
         # at a time, so a group holds its padded rows and one layer's copy
