@@ -47,12 +47,16 @@ from layerlens.report.plots import (
 )
 from layerlens.spec import parse_spec
 
+# about 40 s of CPU (most of it the small analysis and drawing 400-layer charts)
+pytestmark = pytest.mark.slow
+
 N_LAYERS = 400
+N_POINTS = 1000
 ANALYSES: list[dict[str, Any]] = [
     {"kind": "linear_probe"},
     {"kind": "projection", "method": "pca"},
     {"kind": "mutual_information"},
-    {"kind": "activation_maximization", "steps": 4, "max_units": 2},
+    {"kind": "activation_maximization", "steps": 2, "max_units": 2},
     {"kind": "similarity"},
 ]
 
@@ -80,7 +84,7 @@ def wide(tmp_path_factory) -> tuple[Path, Report, float]:
     torch.manual_seed(0)
     model = export_torchscript(digits_cnn().eval(), folder / "cnn.pt")
     small = analyze(model, "builtin:digits", folder / "report",
-                    JobOptions(analyses=parse_spec(ANALYSES), max_samples=120)).model_dump()
+                    JobOptions(analyses=parse_spec(ANALYSES), max_samples=80)).model_dump()
     base = [layer["name"] for layer in small["model"]["layers"]]
     repeats = -(-N_LAYERS // len(base))
     names = {name: [f"stage{r}.block{r * len(base) + i}.{name}" for r in range(repeats)]
@@ -99,8 +103,14 @@ def wide(tmp_path_factory) -> tuple[Path, Report, float]:
     rng = np.random.default_rng(0)
     matrix = rng.uniform(0, 1, (N_LAYERS, N_LAYERS))
     similarity["matrix"] = matrix.tolist()
-    report = Report.model_validate(small)
     out = folder / "report"
+    # projections of N_POINTS samples, so that the page holds the most points it ever draws
+    projection = small["analyses"]["projection"]
+    projection["n_points"], projection["sample_indices"] = N_POINTS, None
+    np.save(out / projection["labels"], rng.integers(0, 10, N_POINTS))
+    for name in {row["coordinates"] for row in projection["layers"]}:
+        np.save(out / name, rng.normal(size=(N_POINTS, 2)).astype(np.float32))
+    report = Report.model_validate(small)
 
     started = time.monotonic()
     ops = {row.name: row.op for row in report.model.layers}

@@ -22,8 +22,8 @@ from layerlens.analyses.projection.figures import class_colors
 
 #: Points drawn per layer at most.
 MAX_POINTS_PER_LAYER = 1000
-#: Points drawn over all layers at most (400 layers: 300 points each, ~1 MB of HTML).
-MAX_POINTS_TOTAL = 120_000
+#: Points drawn over all layers at most (400 layers: 250 points each, ~0.8 MB of HTML).
+MAX_POINTS_TOTAL = 100_000
 #: The drawing box: coordinates become integers 0..SCALE.
 SCALE = 1000
 

@@ -37,7 +37,7 @@ MAX_WIDTH_PX = 1600
 MAX_LABEL_CHARS = 32
 _TICK_FONT = 8  # points
 _INCHES_PER_LAYER = 0.32
-_LABEL_INCHES = 2.2  # below each row, for labels of MAX_LABEL_CHARS rotated 60 degrees
+_CHAR_INCHES = 0.05  # height of one character of a tick label rotated 60 degrees
 _PANEL_GAP = 0.15  # between stacked panels of a row (inches)
 _TITLE_INCHES = 0.5
 _LEFT_INCHES, _RIGHT_INCHES = 1.3, 0.3
@@ -63,18 +63,24 @@ def layer_rows(n_layers: int, per_row: int = LAYERS_PER_ROW) -> list[range]:
 
 
 def layer_row_figure(n_layers: int, *, panels: int = 1, panel_inches: float = 2.4,
-                     title: str) -> tuple[Any, list[tuple[range, list[Any]]]]:
+                     title: str, names: Sequence[str] | None = None
+                     ) -> tuple[Any, list[tuple[range, list[Any]]]]:
     """A figure with one row per :func:`layer_rows` block, ``panels`` stacked axes each.
 
     Returns ``(figure, [(layer indices, [axes top to bottom]), ...])``; every row spans
     the same x range (a full row's), so a layer is as wide in the last row as in the first.
-    Height per row: ``panels * panel_inches`` plus the labels, at least :data:`MIN_ROW_PX`.
-    Laid out by hand (constrained layout takes ~20 s at 400 layers).
+    Label the bottom axes with :func:`layer_ticks`. Height per row: ``panels *
+    panel_inches`` plus room for the labels (sized to ``names`` when given, else to
+    :data:`MAX_LABEL_CHARS`), at least :data:`MIN_ROW_PX`. Laid out by hand (constrained
+    layout takes ~20 s at 400 layers).
     """
     rows = layer_rows(n_layers)
     per_row = max(len(block) for block in rows)
     width = min(max(6.0, _INCHES_PER_LAYER * per_row + 2.5), MAX_WIDTH_PX / DPI)
-    row_inches = max(panels * (panel_inches + _PANEL_GAP) + _LABEL_INCHES, MIN_ROW_PX / DPI)
+    longest = MAX_LABEL_CHARS + 5 if names is None else max(
+        (len(f"{i}: {short_label(name)}") for i, name in enumerate(names)), default=0)
+    row_inches = max(panels * (panel_inches + _PANEL_GAP) + 0.45 + _CHAR_INCHES * longest,
+                     MIN_ROW_PX / DPI)
     height = row_inches * len(rows) + _TITLE_INCHES
     fig = plt.figure(figsize=(width, height))
     left, right = _LEFT_INCHES / width, 1 - _RIGHT_INCHES / width
@@ -108,8 +114,8 @@ def activation_summary_png(layers: list[ActivationLayer], ops: dict[str, str],
     names = [layer_label(layer.layer, ops[layer.layer]) for layer in layers]
     means = np.array([layer.mean for layer in layers], dtype=float)
     stds = np.array([layer.std for layer in layers], dtype=float)
-    fig, rows = layer_row_figure(len(layers), panels=2, panel_inches=1.8,
-                                 title="Activations by layer")
+    fig, rows = layer_row_figure(len(names), panels=2, panel_inches=1.8,
+                                 title="Activations by layer", names=names)
     spread = np.concatenate([means - stds, means + stds])
     spread = spread[np.isfinite(spread)]
     for block, (top, bottom) in rows:

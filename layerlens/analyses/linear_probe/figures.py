@@ -14,7 +14,7 @@ def accuracy_figure(names: Sequence[str], probed: Sequence[ProbeLayer], chance: 
     in rows of layers (:func:`~layerlens.report.plots.layer_row_figure`)."""
     position = {name: i for i, name in enumerate(names)}
     fig, rows = layer_row_figure(len(names), panel_inches=2.6,
-                                 title="Linear probe accuracy by layer")
+                                 title="Linear probe accuracy by layer", names=names)
     for row, (block, (ax,)) in enumerate(rows):
         here = [p for p in probed if position[p.layer] in block]
         depth = [position[p.layer] for p in here]
