@@ -91,20 +91,27 @@ def analyze(model_path: str | Path, dataset: str | Dataset, out_dir: str | Path,
     chosen = select_layers(model.layers, options.layers)
     other = None if options.compare_to is None else _reference_model(options, data)
     subset = data.subsample(options.max_samples, seed=options.seed)
+    out = Path(out_dir)
+    # activations over the budget's share wait on disk beside the report folder
+    spill = next(folder for folder in out.resolve().parents if folder.is_dir())
     activations = capture_activations(
         model, subset, layers=chosen, batch_size=options.batch_size,
         memory_budget=options.memory_budget, max_features=options.max_features,
-        seed=options.seed, progress=_for_stage(progress, "capture"))
+        seed=options.seed, progress=_for_stage(progress, "capture"), spill_folder=spill)
     reference = None if other is None else Reference(
         other[0], other[1], capture_activations(
             other[1], subset, layers=other[2], batch_size=options.batch_size,
             memory_budget=options.memory_budget, max_features=options.max_features,
-            seed=options.seed, progress=_for_stage(progress, "capture")))
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    report = report_from_capture(model, data, subset, activations, spec, out,
-                                 progress=progress, reference=reference)
+            seed=options.seed, progress=_for_stage(progress, "capture"),
+            spill_folder=spill))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        report = report_from_capture(model, data, subset, activations, spec, out,
+                                     progress=progress, reference=reference)
+    finally:
+        activations.close()
+        if reference is not None:
+            reference.activations.close()
     atomic_write(out / "report.json", report.model_dump_json(indent=2))
     write_html(report, out / "report.html")
     return report

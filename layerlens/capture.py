@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from layerlens.activation_store import ActivationStore, StoredRows
 from layerlens.data import Dataset
 from layerlens.errors import ShapeMismatchError
 from layerlens.models.base import LayerInfo, ProbedModel
@@ -57,16 +59,21 @@ class UnitStats:
 
 @dataclass
 class LayerActivations:
-    """One layer's captured activations.
+    """One layer's captured activations, ``stored`` in memory or on disk.
 
     ``values`` has shape (n_samples, n_stored_features), float32: the layer
     flattened, or reduced as ``reduction`` says.
     """
 
     info: LayerInfo
-    values: np.ndarray
+    stored: np.ndarray | StoredRows
     stats: UnitStats
     reduction: Reduction | None = None
+
+    @property
+    def values(self) -> np.ndarray:
+        """The rows; a read-only memory map, made afresh on each access, when on disk."""
+        return self.stored if isinstance(self.stored, np.ndarray) else self.stored.open()
 
 
 @dataclass
@@ -78,6 +85,13 @@ class Activations:
     n_samples: int
     complete: bool = True
     batch_size: int = 0
+    memory_budget: int = DEFAULT_MEMORY_BUDGET
+    store: ActivationStore | None = None
+
+    def close(self) -> None:
+        """Delete the layers spilled to disk, if any."""
+        if self.store is not None:
+            self.store.close()
 
 
 def _check_fit(model: ProbedModel, dataset: Dataset) -> None:
@@ -112,6 +126,7 @@ def capture_activations(
     max_features: int = DEFAULT_MAX_FEATURES,
     seed: int = 0,
     progress: ProgressCallback | None = None,
+    spill_folder: str | Path | None = None,
 ) -> Activations:
     """Run the dataset through ``model`` once, keeping every selected layer.
 
@@ -119,7 +134,9 @@ def capture_activations(
     memory plan names are reduced as they arrive, and per-unit statistics
     are accumulated on the unreduced values. If ``progress`` returns True the
     capture stops and the samples seen so far are returned with
-    ``complete=False``.
+    ``complete=False``. Stored rows beyond a share of ``memory_budget`` are written to a
+    temporary folder in ``spill_folder`` (:mod:`layerlens.activation_store`), deleted by
+    :meth:`Activations.close`.
     """
     _check_fit(model, dataset)
     chosen = list(model.layers if layers is None else layers)
@@ -129,7 +146,7 @@ def capture_activations(
     reducers = {name: reduction.make() for name, reduction in plan.items()}
     batch_size = fitting_batch_size(chosen, batch_size, memory_budget)
     names = [layer.name for layer in chosen]
-    stored: dict[str, list[np.ndarray]] = {name: [] for name in names}
+    store = ActivationStore(memory_budget, spill_folder)
     stats = {name: UnitStats() for name in names}
     total = -(-dataset.n_samples // batch_size)
     seen, complete = 0, True
@@ -139,13 +156,14 @@ def capture_activations(
             flat = outputs[name].reshape(len(x), -1).astype(np.float32, copy=False)
             stats[name].update(flat)
             reducer = reducers.get(name)
-            stored[name].append(flat if reducer is None else reducer(outputs[name]))
+            store.append(name, flat if reducer is None else reducer(outputs[name]))
         seen += len(x)
         if progress is not None and progress(step, total, {"samples": float(seen)}):
             complete = seen == dataset.n_samples
             break
     captured = {}
     for layer in chosen:  # one layer's batches at a time: memory peaks at all + one layer
-        captured[layer.name] = LayerActivations(layer, np.concatenate(stored.pop(layer.name)),
+        captured[layer.name] = LayerActivations(layer, store.finish(layer.name),
                                                 stats[layer.name], plan.get(layer.name))
-    return Activations(captured, dataset.y[:seen], seen, complete, batch_size)
+    return Activations(captured, dataset.y[:seen], seen, complete, batch_size,
+                       memory_budget, store)

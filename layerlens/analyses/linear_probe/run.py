@@ -6,6 +6,7 @@ from dataclasses import asdict, replace
 
 import numpy as np
 
+from layerlens.activation_store import LayerValues
 from layerlens.analyses.base import AnalysisContext
 from layerlens.analyses.linear_probe.figures import accuracy_figure
 from layerlens.analyses.linear_probe.science import fit_linear_probes
@@ -17,6 +18,10 @@ from layerlens.analyses.linear_probe.spec import (
 from layerlens.analyses.sections import SkippedLayer
 from layerlens.capture import LayerActivations
 from layerlens.errors import InputError
+
+#: One group of probes (its padded rows and solver state) may take this share of the
+#: memory budget.
+GROUP_SHARE_OF_BUDGET = 1 / 4
 
 
 def run(spec: LinearProbeSpec, ctx: AnalysisContext) -> LinearProbeSection:
@@ -33,8 +38,9 @@ def run(spec: LinearProbeSpec, ctx: AnalysisContext) -> LinearProbeSection:
     chosen: list[LayerActivations] = ctx.layers(spec.layers)
     usable = [layer for layer in chosen if np.isfinite(layer.values).all()]
     results = fit_linear_probes(
-        [layer.values for layer in usable], dataset.y, train=train, test=test,
+        LayerValues(usable), dataset.y, train=train, test=test,
         n_classes=dataset.n_classes, device=ctx.device,
+        group_bytes=max(1, int(ctx.activations.memory_budget * GROUP_SHARE_OF_BUDGET)),
         progress=lambda step, total, metrics: ctx.report_progress(step, total, **metrics),
     ) if usable else []
     by_name = dict(zip([layer.info.name for layer in usable], results, strict=True))
