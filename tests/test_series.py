@@ -1,5 +1,5 @@
-"""Checkpoint series at the engine and command-line level: steps, layer matching, errors,
-the compression rule and the chained t-SNE (the API end to end: tests/e2e/test_series_e2e.py)."""
+"""Checkpoint series at the engine and command-line level: steps, layer matching, errors
+and the chained t-SNE (the API end to end: tests/e2e/test_series_e2e.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from layerlens.analyses.projection.science import tsne_embedding
 from layerlens.errors import InputError
 from layerlens.options import JobOptions
 from layerlens.series import analyze_series, checkpoint_steps, checkpoints, step_from_name
-from layerlens.series.dynamics import compression
 from layerlens_client.cli import main
 from tests.series_nets import export, ib_network
 
@@ -38,12 +37,6 @@ def test_the_step_is_the_last_integer_of_the_file_name() -> None:
 def test_bad_steps_are_refused_with_the_reason(names, steps, message) -> None:
     with pytest.raises(InputError, match=message):
         checkpoint_steps(names, steps)
-
-
-def test_compression_is_the_drop_after_the_peak() -> None:
-    assert compression([0, 5, 10], [1.0, 3.0, 2.5], tolerance_bits=0.1) == (5, 0.5, True)
-    assert compression([0, 5, 10], [1.0, 2.0, 3.0], tolerance_bits=0.1) == (10, 0.0, False)
-    assert compression([0, 5], [1.0, None]) == (None, None, None)
 
 
 def test_tsne_follows_its_init() -> None:
@@ -90,7 +83,6 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     (["a", "b", "--steps", "1,2,3"], "--steps gives 3 steps for 2 model files"),
     (["a", "b", "--steps", "4,4"], "step 4 is given to more than one model file"),
     (["a", "plain"], "cannot tell the training step of 'plain.onnx'"),
-    (["a", "renamed"], "the checkpoints have no layer in common"),
 ])
 def test_series_errors_exit_2_with_one_line(capsys, files, tmp_path, args, message) -> None:
     models = [str(files[arg]) if arg in files else arg for arg in args]
@@ -99,6 +91,15 @@ def test_series_errors_exit_2_with_one_line(capsys, files, tmp_path, args, messa
     err = capsys.readouterr().err
     assert code == 2
     assert message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_checkpoints_without_a_common_layer_are_refused(files, tmp_path) -> None:
+    """In-process (the command line's child turns this InputError into exit 2)."""
+    options = JobOptions.parse({"analyses": [{"kind": "linear_probe"}], "max_samples": 100})
+    with pytest.raises(InputError, match="the checkpoints have no layer in common: "
+                                         "'epoch_3.onnx' has 11 layers"):
+        analyze_series(checkpoints([files["a"], files["renamed"]]), "builtin:ib12", tmp_path,
+                       options)
 
 
 def test_layers_are_matched_by_name_in_the_last_checkpoints_order(files, tmp_path) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from layerlens.analyses.mutual_information.dynamics import TOLERANCE_BITS, compression
 from layerlens.report.schema import (
     Compression,
     FilterDynamics,
@@ -20,9 +21,6 @@ from layerlens.report.schema import (
     ProbeDynamics,
     SnrDynamics,
 )
-
-#: A layer is compressed when I(X;T) falls by more than this after its peak (bits).
-COMPRESSION_TOLERANCE_BITS = 0.1
 
 
 def _rows(section: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
@@ -46,28 +44,6 @@ def _number(value: Any) -> float | None:
     return None if value is None or not np.isfinite(value) else float(value)
 
 
-def compression(steps: Sequence[int], i_xt: Sequence[float | None], *,
-                tolerance_bits: float = COMPRESSION_TOLERANCE_BITS
-                ) -> tuple[int | None, float | None, bool | None]:
-    """``(peak_step, drop_bits, compressed)`` of one layer's I(X;T) over the steps.
-
-    The peak is the step of the largest I(X;T) (the first, on ties); ``drop_bits`` is that
-    maximum minus the value at the last step; compressed when the drop exceeds
-    ``tolerance_bits``. All None when the layer has no I(X;T) at some step.
-
-    References
-    ----------
-    Shwartz-Ziv, R. & Tishby, N. (2017). Opening the black box of deep neural networks via
-        information. arXiv:1703.00810 (the fitting phase, then compression).
-    """
-    if not i_xt or any(value is None for value in i_xt):
-        return None, None, None
-    values = np.asarray(i_xt, dtype=np.float64)
-    peak = int(np.argmax(values))
-    drop = float(values[peak] - values[-1])
-    return int(steps[peak]), drop, bool(drop > tolerance_bits)
-
-
 def probe_dynamics(sections: Sequence[dict[str, Any] | None],
                    layers: Sequence[str]) -> ProbeDynamics:
     return ProbeDynamics(test_accuracy=matrix(sections, layers, "test_accuracy"))
@@ -79,13 +55,12 @@ def information_dynamics(sections: Sequence[dict[str, Any] | None], layers: Sequ
     i_xt = matrix(sections, layers, "I_XT")
     rows = []
     for column, name in enumerate(layers):
-        peak, drop, compressed = compression(steps, [row[column] for row in i_xt])
-        rows.append(Compression(layer=name, peak_step=peak, drop_bits=drop,
-                                compressed=compressed))
+        rows.append(Compression(layer=name,
+                                **compression(steps, [row[column] for row in i_xt])))
     estimator = next((s["estimator"] for s in sections if s and "estimator" in s), "unknown")
     return InformationDynamics(estimator=estimator, I_XT=i_xt,
                                I_TY=matrix(sections, layers, "I_TY"), compression=rows,
-                               tolerance_bits=COMPRESSION_TOLERANCE_BITS)
+                               tolerance_bits=TOLERANCE_BITS)
 
 
 def snr_dynamics(sections: Sequence[dict[str, Any] | None]) -> SnrDynamics | None:

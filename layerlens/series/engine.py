@@ -21,6 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from layerlens.analyses.base import ArtifactWriter
+from layerlens.analyses.filters.figures import afr_over_epochs_figure
+from layerlens.analyses.gradient_snr.figures import snr_over_epochs_figure
+from layerlens.analyses.mutual_information.dynamics import TOLERANCE_BITS
+from layerlens.analyses.mutual_information.figures import information_plane_over_epochs_figure
 from layerlens.analyze import atomic_write, report_from_capture
 from layerlens.capture import capture_activations
 from layerlens.data import Dataset, resolve_dataset
@@ -92,6 +96,8 @@ def analyze_series(series: Sequence[Checkpoint], dataset: str | Dataset, out_dir
     projector = (None if projection_spec is None
                  else SeriesProjection(projection_spec, subset.y))  # type: ignore[arg-type]
     out = Path(out_dir)
+    # activations over the budget's share wait on disk beside the report folder
+    spill = next(folder for folder in out.resolve().parents if folder.is_dir())
     out.mkdir(parents=True, exist_ok=True)
     sections: list[dict[str, Any]] = []
     last_report: Report | None = None
@@ -104,16 +110,20 @@ def analyze_series(series: Sequence[Checkpoint], dataset: str | Dataset, out_dir
             activations = capture_activations(
                 model, subset, layers=chosen, batch_size=options.batch_size,
                 memory_budget=options.memory_budget, max_features=options.max_features,
-                seed=options.seed, progress=_for_stage(stage_progress, "capture"))
+                seed=options.seed, progress=_for_stage(stage_progress, "capture"),
+                spill_folder=spill)
             steps_spec = spec if last else [e for e in spec if e.kind in DYNAMICS_KINDS]
             folder = out if last else Path(scratch)
-            report = report_from_capture(model, data, subset, activations, steps_spec, folder,
-                                         progress=stage_progress)
-            sections.append(report.analyses)
-            if projector is not None:
-                if stage_progress is not None:
-                    stage_progress("projection", 0, 1, {})
-                projector.add(activations, device=model.device)
+            try:
+                report = report_from_capture(model, data, subset, activations, steps_spec,
+                                             folder, progress=stage_progress)
+                sections.append(report.analyses)
+                if projector is not None:
+                    if stage_progress is not None:
+                        stage_progress("projection", 0, 1, {})
+                    projector.add(activations, device=model.device)
+            finally:
+                activations.close()
             if last:
                 last_report = report
             del activations, model
@@ -160,7 +170,7 @@ def _dynamics(series: Sequence[Checkpoint], layers: list[str],
     steps = [checkpoint.step for checkpoint in series]
     dynamics = DynamicsSection(
         steps=steps, checkpoints=[checkpoint.name for checkpoint in series], layers=layers,
-        note=NOTE.format(tolerance=assemble.COMPRESSION_TOLERANCE_BITS))
+        note=NOTE.format(tolerance=TOLERANCE_BITS))
     kinds = set(sections[-1])
     if "linear_probe" in kinds:
         probe = assemble.probe_dynamics([s.get("linear_probe") for s in sections], layers)
@@ -171,24 +181,24 @@ def _dynamics(series: Sequence[Checkpoint], layers: list[str],
     if projector is not None:
         dynamics.projection = _projection(steps, layers, projector, artifacts)
     if "mutual_information" in kinds:
+        last = sections[-1]["mutual_information"]
         info = assemble.information_dynamics([s.get("mutual_information") for s in sections],
                                              layers, steps)
-        info.image = artifacts.png(figures.information_plane_trajectories(
-            steps, layers, info.I_XT, info.I_TY, info.compression, estimator=info.estimator),
-            "dynamics", "information_plane")
+        info.image = artifacts.png(information_plane_over_epochs_figure(
+            steps, layers, info.I_XT, info.I_TY, log2_n=last.get("log2_N"),
+            h_y=last.get("H_Y"), estimator=info.estimator), "dynamics", "information_plane")
         dynamics.mutual_information = info
     if "gradient_snr" in kinds:
         snr = assemble.snr_dynamics([s.get("gradient_snr") for s in sections])
         if snr is not None:
-            snr.image = artifacts.png(figures.snr_figure(
-                steps, snr.layers, snr.snr, title="Gradient SNR: |mean gradient| / "
-                "|std of the gradient| over mini-batches"), "dynamics", "gradient_snr")
+            snr.image = artifacts.png(snr_over_epochs_figure(steps, snr.layers, snr.snr),
+                                      "dynamics", "gradient_snr")
         dynamics.gradient_snr = snr
     if "filters" in kinds:
         bank = assemble.filter_dynamics([s.get("filters") for s in sections])
         if bank is not None:
-            bank.image = artifacts.png(figures.afr_figure(
-                steps, bank.frequencies, bank.afr, layer=bank.layer), "dynamics", "filters")
+            bank.image = artifacts.png(afr_over_epochs_figure(steps, bank.frequencies, bank.afr),
+                                       "dynamics", "filters")
         dynamics.filters = bank
     return dynamics
 

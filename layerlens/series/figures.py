@@ -1,5 +1,6 @@
-"""The dynamics figures: information-plane trajectories, layers x steps heatmaps, projection
-small multiples, gradient SNR and first-layer frequency response over training."""
+"""The dynamics figures of the series itself: layers x steps heatmaps and projection small
+multiples (the information plane, gradient SNR and filter responses over training are drawn
+by their analyses' figure modules)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from layerlens.report.plots import plt
-from layerlens.report.schema import Compression, Matrix
+from layerlens.report.schema import Matrix
 
 #: Projection panels drawn per layer at most (evenly spaced steps, the first and last kept).
 MAX_PANELS = 8
@@ -17,42 +18,6 @@ MAX_PANELS = 8
 
 def _array(values: Matrix) -> np.ndarray:
     return np.array([[np.nan if v is None else v for v in row] for row in values], dtype=float)
-
-
-def _step_colors(steps: Sequence[int]) -> tuple[Any, Any]:
-    norm = plt.Normalize(min(steps), max(max(steps), min(steps) + 1))
-    return plt.get_cmap("viridis"), norm
-
-
-def information_plane_trajectories(steps: Sequence[int], layers: Sequence[str], i_xt: Matrix,
-                                   i_ty: Matrix, compression: Sequence[Compression], *,
-                                   estimator: str) -> Any:
-    """One trajectory per layer through (I(X;T), I(T;Y)) over the steps, points coloured by
-    step (Shwartz-Ziv & Tishby's figure); a star marks each compressed layer's peak."""
-    x, y = _array(i_xt), _array(i_ty)
-    cmap, norm = _step_colors(steps)
-    fig, ax = plt.subplots(figsize=(8.0, 5.5), constrained_layout=True)
-    for column in range(len(layers)):
-        ok = np.isfinite(x[:, column]) & np.isfinite(y[:, column])
-        if not ok.any():
-            continue
-        ax.plot(x[ok, column], y[ok, column], color="0.7", linewidth=1, zorder=1)
-        ax.scatter(x[ok, column], y[ok, column], c=np.asarray(steps)[ok], cmap=cmap, norm=norm,
-                   s=28, zorder=2, edgecolors="none")
-        last = np.flatnonzero(ok)[-1]
-        ax.annotate(f"{column}", (x[last, column], y[last, column]), textcoords="offset points",
-                    xytext=(4, 4), fontsize=8)
-        entry = compression[column]
-        if entry.compressed and entry.peak_step is not None:
-            at = list(steps).index(entry.peak_step)
-            ax.scatter([x[at, column]], [y[at, column]], marker="*", s=140, facecolors="none",
-                       edgecolors="tab:red", zorder=3)
-    fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="training step")
-    ax.set_xlabel("I(X;T) [bits]")
-    ax.set_ylabel("I(T;Y) [bits]")
-    ax.set_title(f"Information plane over training ({estimator}); numbers: layer index; "
-                 "red star: peak before compression", fontsize=10)
-    return fig
 
 
 def heatmap(steps: Sequence[int], layers: Sequence[str], values: Matrix, *, title: str,
@@ -100,41 +65,4 @@ def projection_panels(steps: Sequence[int], layer: str, coordinates: Sequence[np
         ax.set_xticks([])
         ax.set_yticks([])
     fig.suptitle(f"layer {layer}", fontsize=9)
-    return fig
-
-
-def snr_figure(steps: Sequence[int], layers: Sequence[str], snr: Matrix, *,
-               title: str) -> Any:
-    """Gradient SNR of each weighted layer over training (log scale); a dot marks each
-    layer's peak, after which the drift gives way to diffusion."""
-    values = _array(snr)
-    fig, ax = plt.subplots(figsize=(7.5, 4.5), constrained_layout=True)
-    colors = plt.get_cmap("viridis")(np.linspace(0.0, 0.9, max(len(layers), 1)))
-    for column, (name, color) in enumerate(zip(layers, colors, strict=False)):
-        series = values[:, column]
-        ok = np.isfinite(series) & (series > 0)
-        if not ok.any():
-            continue
-        ax.plot(np.asarray(steps)[ok], series[ok], color=color, label=f"{column}: {name}")
-        peak = int(np.nanargmax(np.where(ok, series, -np.inf)))
-        ax.scatter([steps[peak]], [series[peak]], color=color, s=30, zorder=3)
-    ax.set_yscale("log")
-    ax.set_xlabel("training step")
-    ax.set_ylabel("gradient SNR")
-    ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
-    return fig
-
-
-def afr_figure(steps: Sequence[int], frequencies: Sequence[float], afr: Sequence[Sequence[float]],
-               *, layer: str) -> Any:
-    """The first layer's average frequency response, one curve per step coloured by step."""
-    cmap, norm = _step_colors(steps)
-    fig, ax = plt.subplots(figsize=(7.5, 4.5), constrained_layout=True)
-    for step, curve in zip(steps, afr, strict=True):
-        ax.plot(frequencies, curve, color=cmap(norm(step)), linewidth=1.2)
-    fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="training step")
-    ax.set_xlabel("frequency (cycles per sample)")
-    ax.set_ylabel("average |H(w)|")
-    ax.set_title(f"Average frequency response of {layer} over training", fontsize=10)
     return fig
