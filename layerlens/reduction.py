@@ -13,12 +13,16 @@ rank alone: a ``(L, D)`` sequence, a ``(T, vocab)`` softmax or ``(heads, L, L)``
 attention weights have rank 2 or 3 too, and a mean over their last axes
 would average the features away (over a softmax it is the constant
 ``1 / vocab``).
+
+A token model's sequence layers ``(L, D)`` (:func:`sequence_layers`) are always pooled
+over their ``L`` positions, by the mean, the first or the last position
+(``sequence_pooling``), to ``D`` features: never over the features.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -26,10 +30,11 @@ import numpy as np
 from sklearn.random_projection import SparseRandomProjection
 
 from layerlens.errors import InputError
-from layerlens.models.base import LayerInfo
+from layerlens.models.base import InputSpec, LayerInfo
 from layerlens.options import DEFAULT_MAX_FEATURES, DEFAULT_MEMORY_BUDGET
 
 BYTES_PER_VALUE = 4  # activations are stored as float32
+SequencePooling = Literal["mean", "first", "last"]
 
 #: Operators (ONNX) and module types (torch) whose output is a channels-first feature map:
 #: convolution, pooling, batch/instance/group normalisation, resampling. Case matters:
@@ -57,11 +62,13 @@ _NOT_FEATURE_MAP_OPS = re.compile(
 class Reduction:
     """How one layer's activations were reduced.
 
-    ``method`` is ``spatial_mean`` or ``random_projection``; ``to`` is the
-    stored feature count per sample.
+    ``method`` is ``spatial_mean``, ``random_projection`` or ``sequence_mean`` /
+    ``sequence_first`` / ``sequence_last`` (a sequence ``(L, D)`` pooled over its
+    positions); ``to`` is the stored feature count per sample.
     """
 
-    method: Literal["spatial_mean", "random_projection"]
+    method: Literal["spatial_mean", "random_projection", "sequence_mean", "sequence_first",
+                    "sequence_last"]
     from_shape: tuple[int, ...]
     to: int
     seed: int | None = None
@@ -69,12 +76,28 @@ class Reduction:
     def make(self) -> _Reducer:
         if self.method == "spatial_mean":
             return _SpatialMean()
+        if self.method.startswith("sequence_"):
+            return _SequencePool(self.method.removeprefix("sequence_"))
         return _Projection(int(np.prod(self.from_shape)), self.to, self.seed or 0)
 
 
 class _SpatialMean:
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return batch.reshape(batch.shape[0], batch.shape[1], -1).mean(axis=2)
+
+
+class _SequencePool:
+    """(n, L, D) -> (n, D): the mean over positions, or the first or last position."""
+
+    def __init__(self, pooling: str) -> None:
+        self._pooling = pooling
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        if self._pooling == "first":
+            return np.ascontiguousarray(batch[:, 0], dtype=np.float32)
+        if self._pooling == "last":
+            return np.ascontiguousarray(batch[:, -1], dtype=np.float32)
+        return batch.mean(axis=1, dtype=np.float64).astype(np.float32)
 
 
 class _Projection:
@@ -87,7 +110,19 @@ class _Projection:
         return np.asarray(self._projection.transform(flat), dtype=np.float32)
 
 
-_Reducer = _SpatialMean | _Projection
+_Reducer = _SpatialMean | _SequencePool | _Projection
+
+
+def sequence_layers(layers: Sequence[LayerInfo], input_spec: InputSpec) -> set[str]:
+    """Names of a token model's sequence layers: ``(L, D)`` where ``L`` is the length of
+    the integer input ``(L,)`` (a transformer's hidden states, per position). None when
+    the input is not a sequence of token ids."""
+    if not input_spec.discrete or len(input_spec.shape) != 1:
+        return set()
+    length = input_spec.shape[0]
+    maps = feature_map_layers(layers)
+    return {layer.name for layer in layers if len(layer.shape) == 2
+            and layer.shape[0] == length and layer.name not in maps}
 
 
 def feature_map_layers(layers: Sequence[LayerInfo]) -> set[str]:
@@ -138,10 +173,12 @@ def plan_reductions(
     spatial: Literal["mean", "projection"] = "mean",
     seed: int = 0,
     feature_maps: Collection[str] | None = None,
+    sequences: Mapping[str, SequencePooling] | None = None,
 ) -> dict[str, Reduction]:
     """Reductions that bring ``n_samples`` x all layers' features under ``memory_budget`` bytes.
 
-    Layers are reduced largest first; feature maps (``feature_maps``, default
+    ``sequences`` (layer name -> pooling) are pooled over positions whatever the budget.
+    Other layers are reduced largest first; feature maps (``feature_maps``, default
     :func:`feature_map_layers` of ``layers``) by their spatial mean when
     ``spatial="mean"``, everything else (and feature maps when
     ``spatial="projection"``) by projection to ``max_features``.
@@ -151,6 +188,12 @@ def plan_reductions(
         raise InputError("memory_budget and max_features must be positive")
     features = {layer.name: layer.n_features for layer in layers}
     plan: dict[str, Reduction] = {}
+    for layer in layers:
+        if sequences and layer.name in sequences:
+            pooled = Reduction(f"sequence_{sequences[layer.name]}",  # type: ignore[arg-type]
+                               layer.shape, layer.shape[-1])
+            plan[layer.name] = pooled
+            features[layer.name] = pooled.to
 
     def total() -> int:
         return n_samples * sum(features.values()) * BYTES_PER_VALUE
@@ -158,6 +201,8 @@ def plan_reductions(
     for layer in sorted(layers, key=lambda lay: lay.n_features, reverse=True):
         if total() <= memory_budget:
             break
+        if layer.name in plan:
+            continue
         if spatial == "mean" and layer.name in maps:
             plan[layer.name] = Reduction("spatial_mean", layer.shape, layer.shape[0])
         elif layer.n_features > max_features:

@@ -65,7 +65,7 @@ def _inspect_model(path: Path, input_shape: tuple[int, ...] | None,
     try:
         model = load_model(path, input_shape=input_shape, device="cpu", name=name,
                            max_bytes=min(max_bytes or MAX_MODEL_BYTES, MAX_MODEL_BYTES),
-                           data_beside=False)
+                           data_beside=False, inputs=None)
     except ShapeMismatchError as exc:
         if input_shape is None and sniff_format(path.read_bytes(),
                                                 name or path.name) == "torchscript":

@@ -245,7 +245,8 @@ class ProbeLayer(_Model):
     iterations: int
     converged: bool
     n_features: int
-    reduction: str | None = None  # "spatial_mean" | "random_projection"
+    # "spatial_mean" | "random_projection" | "sequence_mean" | "sequence_first" | "sequence_last"
+    reduction: str | None = None
 
 
 class SkippedLayer(_Model):

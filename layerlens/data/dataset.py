@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from layerlens.errors import DatasetError, InputError
+from layerlens.models.inputs import NO_INPUTS, InputArrays
 
 
 @dataclass(frozen=True)
@@ -17,11 +18,15 @@ class Dataset:
     Attributes
     ----------
     ref : the reference it was resolved from (``builtin:digits``, a path...).
-    x : ndarray, shape (n, *sample_shape), float32, in the data's natural units.
+    x : ndarray, shape (n, *sample_shape), float32, in the data's natural units (token
+        ids too: float32 holds every integer up to 2**24 exactly; a model input that takes
+        integers gets them back as integers).
     y : ndarray, shape (n,), int64 class indices ``0..n_classes-1``.
     class_names : the original label of each class index.
     image_shape : natural (C, H, W) layout when the samples are flattened
         images (``(1, 8, 8)`` for digits), else None.
+    inputs : arrays for the model's other inputs (an attention mask, an RNN state), per
+        sample (first axis n, subsampled and batched with ``x``) or shared by every sample.
     """
 
     ref: str
@@ -29,11 +34,17 @@ class Dataset:
     y: np.ndarray
     class_names: tuple[str, ...]
     image_shape: tuple[int, ...] | None = None
+    inputs: InputArrays = NO_INPUTS
 
     @classmethod
     def from_arrays(cls, ref: str, x: np.ndarray, labels: np.ndarray,
-                    image_shape: tuple[int, ...] | None = None) -> Dataset:
-        """Validate arrays and encode labels as ``0..k-1`` (sorted original values)."""
+                    image_shape: tuple[int, ...] | None = None,
+                    others: dict[str, np.ndarray] | None = None) -> Dataset:
+        """Validate arrays and encode labels as ``0..k-1`` (sorted original values).
+
+        ``others``: arrays for the model's other inputs by name; one whose first axis has
+        one entry per sample is per sample, any other one value shared by every sample.
+        """
         x = np.asarray(x)
         labels = np.asarray(labels)
         if labels.ndim == 2 and 1 in labels.shape:  # a row or column vector, as MATLAB saves
@@ -55,7 +66,8 @@ class Dataset:
         if not np.isfinite(x).all():
             raise DatasetError(f"{ref}: x contains NaN or infinite values")
         classes, y = np.unique(labels, return_inverse=True)
-        return cls(ref, x, y.astype(np.int64), tuple(str(c) for c in classes), image_shape)
+        return cls(ref, x, y.astype(np.int64), tuple(str(c) for c in classes), image_shape,
+                   _other_inputs(ref, others or {}, len(x)))
 
     @property
     def n_samples(self) -> int:
@@ -92,7 +104,8 @@ class Dataset:
         keep = stratified_subsample(self.y, max_samples, seed=seed)
         if keep is None:
             return self
-        return Dataset(self.ref, self.x[keep], self.y[keep], self.class_names, self.image_shape)
+        return Dataset(self.ref, self.x[keep], self.y[keep], self.class_names, self.image_shape,
+                       self.inputs.rows(keep))
 
     def batches(self, batch_size: int,
                 indices: Sequence[int] | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -103,6 +116,30 @@ class Dataset:
         for start in range(0, len(order), batch_size):
             chunk = order[start:start + batch_size]
             yield self.x[chunk], self.y[chunk]
+
+    def input_batches(self, batch_size: int) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
+        """``(x, others)`` batches in order: the samples and their rows of the per-sample
+        other inputs (``name -> (b, ...)``), for :meth:`ProbedModel.capture`."""
+        if batch_size < 1:
+            raise InputError(f"batch_size must be at least 1, got {batch_size}")
+        for start in range(0, self.n_samples, batch_size):
+            rows = slice(start, start + batch_size)
+            yield self.x[rows], {k: v[rows] for k, v in self.inputs.per_sample.items()}
+
+
+def _other_inputs(ref: str, arrays: dict[str, np.ndarray], n: int) -> InputArrays:
+    """Numeric arrays for the model's other inputs: per sample when the first axis has ``n``
+    entries, else shared."""
+    per_sample, shared = {}, {}
+    for name, array in arrays.items():
+        array = np.asarray(array)
+        if array.dtype.kind not in "fiub":
+            raise DatasetError(f"{ref}: array '{name}' (for the model input '{name}') must be "
+                               f"numeric, got dtype {array.dtype}")
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            raise DatasetError(f"{ref}: array '{name}' contains NaN or infinite values")
+        (per_sample if array.ndim >= 1 and len(array) == n else shared)[name] = array
+    return InputArrays(per_sample, shared)
 
 
 def stratified_subsample(labels: np.ndarray, max_samples: int | None, *,

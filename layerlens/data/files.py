@@ -14,7 +14,8 @@ from layerlens.errors import DatasetError
 
 
 def load_npz(path: Path, ref: str) -> Dataset:
-    """Arrays ``x`` (n, ...) and ``y`` (n,) from an ``.npz``; pickled objects are refused."""
+    """Arrays ``x`` (n, ...) and ``y`` (n,) from an ``.npz``, and any other arrays for the
+    model's other inputs (named after them); pickled objects are refused."""
     try:
         with np.load(path, allow_pickle=False) as archive:
             missing = [key for key in ("x", "y") if key not in archive.files]
@@ -22,6 +23,7 @@ def load_npz(path: Path, ref: str) -> Dataset:
                 raise DatasetError(f"{ref}: .npz has no array {' or '.join(missing)} "
                                    f"(found: {', '.join(archive.files) or 'nothing'})")
             x, y = archive["x"], archive["y"]
+            others = {key: archive[key] for key in archive.files if key not in ("x", "y")}
     except ValueError as exc:
         if "allow_pickle" in str(exc) or "Object arrays" in str(exc):
             raise DatasetError(f"{ref}: .npz holds object (pickled) arrays; "
@@ -29,7 +31,7 @@ def load_npz(path: Path, ref: str) -> Dataset:
         raise DatasetError(f"{ref}: not a readable .npz file ({exc})") from exc
     except (OSError, zipfile.BadZipFile, EOFError) as exc:
         raise DatasetError(f"{ref}: not a readable .npz file ({exc})") from exc
-    return Dataset.from_arrays(ref, x, y)
+    return Dataset.from_arrays(ref, x, y, others=others)
 
 
 _LABEL_COLUMNS = ("label", "target", "class", "y")

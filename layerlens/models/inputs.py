@@ -149,6 +149,24 @@ def missing_input(spec: OtherInput, analysed: str, given: Sequence[str]) -> Inpu
         options=("input_name",))
 
 
+def placeholder_inputs(specs: Sequence[OtherInput], sample_shape: Sequence[int]
+                       ) -> InputArrays:
+    """Zeros for every one of ``specs``, shared, where no dataset is at hand (an upload's
+    inspection lists the layers before any job names a dataset): the declared shape without
+    the batch axis, free dimensions 1; a TorchScript tensor (no declared shape) the analysed
+    input's ``sample_shape``."""
+    shared = {}
+    for spec in specs:
+        if spec.shape is None:
+            shape: tuple[int, ...] = tuple(sample_shape)
+        else:
+            shape = tuple(1 if d is None else d for i, d in enumerate(spec.shape)
+                          if i != spec.batch_axis)
+        dtype = "int64" if spec.dtype == PYTHON_INT else spec.dtype
+        shared[spec.name] = np.zeros(shape, dtype=dtype)
+    return InputArrays({}, shared)
+
+
 def bind_inputs(specs: Sequence[OtherInput], analysed: str,
                 arrays: InputArrays) -> dict[str, np.ndarray]:
     """Check that ``arrays`` supply every one of ``specs``; the shared values among them."""

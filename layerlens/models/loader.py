@@ -11,11 +11,18 @@ import torch
 from layerlens.errors import InputError, ModelFormatError, ShapeMismatchError
 from layerlens.models.base import InputSpec, ProbedModel
 from layerlens.models.exported_model import ExportedModel, exported_input
+from layerlens.models.inputs import NO_INPUTS, InputArrays, choose_input
 from layerlens.models.onnx_files import MAX_MODEL_BYTES, read_onnx
 from layerlens.models.onnx_model import OnnxModel, onnx_input
 from layerlens.models.pt2_archive import load_exported_program
 from layerlens.models.sniff import sniff_format
-from layerlens.models.torchscript_model import TorchScriptModel, load_torchscript_module
+from layerlens.models.torchscript_model import (
+    TorchScriptModel,
+    feeds_embedding,
+    forward_arguments,
+    load_torchscript_module,
+)
+from layerlens.models.torchscript_graph import inlined_forward_graph
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -47,9 +54,24 @@ def _channel_values(name: str, values: Sequence[float] | None,
 
 
 def _spec(shape: tuple[int, ...], dtype: str, mean: Sequence[float] | None,
-          std: Sequence[float] | None) -> InputSpec:
+          std: Sequence[float] | None, name: str) -> InputSpec:
     return InputSpec(shape, dtype, _channel_values("mean", mean, shape),
-                     _channel_values("std", std, shape))
+                     _channel_values("std", std, shape), name)
+
+
+def _torchscript_input(module: torch.jit.ScriptModule, input_name: str | None
+                       ) -> tuple[str, str]:
+    """(name, dtype) of a TorchScript model's analysed input. The file records no tensor
+    dtypes: an input that indexes an embedding takes int64 token ids, others float32."""
+    arguments = dict(forward_arguments(module))
+    name = choose_input(list(arguments), input_name, "the TorchScript model")
+    if arguments[name] != "Tensor":
+        raise ModelFormatError(f"TorchScript forward's argument '{name}' has type "
+                               f"{arguments[name]}; the analysed input must be a tensor: "
+                               "choose another with input_name", options=("input_name",))
+    index = list(arguments).index(name) + 1  # graph input 0 is the module
+    return name, "int64" if feeds_embedding(inlined_forward_graph(module), index) \
+        else "float32"
 
 
 def _onnx_shape(declared: tuple[int | None, ...], input_shape: tuple[int, ...] | None,
@@ -87,6 +109,8 @@ def load_model(
     name: str | None = None,
     max_bytes: int = MAX_MODEL_BYTES,
     data_beside: bool = True,
+    input_name: str | None = None,
+    inputs: InputArrays | None = NO_INPUTS,
 ) -> ProbedModel:
     """Load an ONNX model, TorchScript archive or ``torch.export`` ``.pt2`` archive as a
     :class:`ProbedModel`.
@@ -106,6 +130,11 @@ def load_model(
         entries expanded).
     data_beside : read an ONNX file's external data from the file's own folder (the
         command line); False for an upload, whose data files come inside it.
+    input_name : the model input the dataset's samples feed (the analysed one); default
+        the first.
+    inputs : the dataset's arrays for the model's other inputs (InputError naming any
+        input they miss); None where no dataset is at hand (an upload's inspection): the
+        other inputs are zeros of their declared shapes.
 
     ``path`` may also be a zip or tar of an ONNX export folder
     (:mod:`layerlens.models.onnx_files`).
@@ -125,18 +154,19 @@ def load_model(
 
     if sniff_format(data, label) == "pt2":
         program = load_exported_program(data, label)
-        shape, dtype = exported_input(program, explicit, candidates)
-        return ExportedModel(program, sha256=sha256, device=device,
-                             input_spec=_spec(shape, dtype, mean, std))
+        analysed, shape, dtype = exported_input(program, explicit, candidates, input_name)
+        return ExportedModel(program, sha256=sha256, device=device, inputs=inputs,
+                             input_spec=_spec(shape, dtype, mean, std, analysed))
     if sniff_format(data, label) == "onnx":
         proto, sha256 = read_onnx(path, data, label, max_bytes=max_bytes,
                                   data_beside=data_beside)
-        _, dtype, declared = onnx_input(proto)
+        analysed, dtype, declared = onnx_input(proto, input_name)
         shape = _onnx_shape(declared, explicit, candidates)
-        return OnnxModel(proto, sha256=sha256, input_spec=_spec(shape, dtype, mean, std),
-                         device=device)
+        return OnnxModel(proto, sha256=sha256, device=device, inputs=inputs,
+                         input_spec=_spec(shape, dtype, mean, std, analysed))
 
     module = load_torchscript_module(data, device)
+    analysed, dtype = _torchscript_input(module, input_name)
     tried = [explicit] if explicit is not None else list(dict.fromkeys(candidates))
     if not tried:
         raise ShapeMismatchError(
@@ -145,8 +175,8 @@ def load_model(
     first_error: ShapeMismatchError | None = None
     for shape in tried:
         try:
-            model = TorchScriptModel(module, sha256=sha256, device=device,
-                                     input_spec=_spec(shape, "float32", mean, std))
+            model = TorchScriptModel(module, sha256=sha256, device=device, inputs=inputs,
+                                     input_spec=_spec(shape, dtype, mean, std, analysed))
         except ShapeMismatchError as exc:
             first_error = first_error or exc
             continue

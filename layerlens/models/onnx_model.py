@@ -18,7 +18,7 @@ layers (:mod:`layerlens.models.onnx_control_flow`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -35,6 +35,16 @@ from layerlens.errors import (
     one_line,
 )
 from layerlens.models.base import InputSpec, LayerInfo, ProbedModel
+from layerlens.models.inputs import (
+    NO_INPUTS,
+    InputArrays,
+    OtherInput,
+    bind_inputs,
+    choose_input,
+    discrete_gradient_error,
+    placeholder_inputs,
+    probe_rows,
+)
 from layerlens.models.onnx_control_flow import (
     CONTROL_FLOW,
     inline_constant_ifs,
@@ -49,6 +59,8 @@ _FLOAT_TYPES = {
     onnx.TensorProto.FLOAT16: "float16",
     onnx.TensorProto.DOUBLE: "float64",
 }
+#: Integer inputs the analysed input may have (token ids), fed as they are.
+_INTEGER_TYPES = {onnx.TensorProto.INT64: "int64", onnx.TensorProto.INT32: "int32"}
 _Batch = TypeVar("_Batch", np.ndarray, torch.Tensor)
 #: Samples the load check runs when the batch axis is free.
 _PROBE_SAMPLES = 2
@@ -71,29 +83,33 @@ class _Graph:
     values: list[str]
 
 
-def onnx_input(model: onnx.ModelProto) -> tuple[str, str, tuple[int | None, ...]]:
-    """(name, dtype, per-sample shape with None for symbolic dims) of the single input."""
-    name, dtype, shape, _ = _input_signature(model)
+def onnx_input(model: onnx.ModelProto, input_name: str | None = None
+               ) -> tuple[str, str, tuple[int | None, ...]]:
+    """(name, dtype, per-sample shape with None for symbolic dims) of the analysed input:
+    ``input_name``, default the first."""
+    name, dtype, shape, _ = _input_signature(model, input_name)
     return name, dtype, shape
 
 
-def _input_signature(model: onnx.ModelProto) -> tuple[str, str, tuple[int | None, ...],
-                                                       int | None]:
-    """:func:`onnx_input` and the fixed batch size (None when the batch axis is free)."""
+def _graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
     initializers = {init.name for init in model.graph.initializer}
-    inputs = [value for value in model.graph.input if value.name not in initializers]
-    if len(inputs) != 1:
-        raise ModelFormatError(
-            f"ONNX model has {len(inputs)} inputs ({', '.join(v.name for v in inputs)}); "
-            "layerlens feeds exactly one tensor"
-        )
-    value = inputs[0]
+    return [value for value in model.graph.input if value.name not in initializers]
+
+
+def _input_signature(model: onnx.ModelProto, input_name: str | None
+                     ) -> tuple[str, str, tuple[int | None, ...], int | None]:
+    """:func:`onnx_input` and the fixed batch size (None when the batch axis is free)."""
+    inputs = {value.name: value for value in _graph_inputs(model)}
+    if not inputs:
+        raise ModelFormatError("the ONNX model has no inputs")
+    value = inputs[choose_input(list(inputs), input_name, "the ONNX model")]
     elem_type = value.type.tensor_type.elem_type
-    if elem_type not in _FLOAT_TYPES:
+    dtypes = {**_FLOAT_TYPES, **_INTEGER_TYPES}
+    if elem_type not in dtypes:
         type_name = onnx.TensorProto.DataType.Name(elem_type)
         raise ModelFormatError(
-            f"ONNX input '{value.name}' has type {type_name}; layerlens feeds float data"
-        )
+            f"ONNX input '{value.name}' has type {type_name}; layerlens feeds float data or "
+            "integer token ids (int64, int32)")
     dims = value.type.tensor_type.shape.dim
     if len(dims) < 2:
         raise ModelFormatError(
@@ -102,7 +118,36 @@ def _input_signature(model: onnx.ModelProto) -> tuple[str, str, tuple[int | None
     shape = tuple(d.dim_value if d.HasField("dim_value") else None for d in dims[1:])
     batch = dims[0].dim_value if dims[0].HasField("dim_value") and dims[0].dim_value > 0 \
         else None
-    return value.name, _FLOAT_TYPES[elem_type], shape, batch
+    return value.name, dtypes[elem_type], shape, batch
+
+
+def _other_inputs(model: onnx.ModelProto, analysed: str) -> list[OtherInput]:
+    """The graph inputs besides ``analysed``, each with its batch axis: the dimension named
+    like the analysed input's batch dimension, else (a batch axis without a name) the first
+    free one, else (a fixed batch b) the first of size b; none for a scalar."""
+    inputs = {value.name: value for value in _graph_inputs(model)}
+    batch = inputs[analysed].type.tensor_type.shape.dim[0]
+    others = []
+    for name, value in inputs.items():
+        if name == analysed:
+            continue
+        tensor = value.type.tensor_type
+        if not value.type.HasField("tensor_type"):
+            raise ModelFormatError(f"the ONNX model's input '{name}' is not a tensor; "
+                                   "layerlens feeds tensors")
+        dims = list(tensor.shape.dim)
+        free = [not d.HasField("dim_value") or d.dim_value <= 0 for d in dims]
+        axis = None
+        if batch.dim_param:
+            axis = next((i for i, d in enumerate(dims) if d.dim_param == batch.dim_param), None)
+        elif free[0] if dims else False:
+            axis = next((i for i, d in enumerate(dims) if free[i] and not d.dim_param), None)
+        elif batch.dim_value > 0:
+            axis = next((i for i, d in enumerate(dims) if d.dim_value == batch.dim_value), None)
+        shape = tuple(None if f else int(d.dim_value) for d, f in zip(dims, free, strict=True))
+        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type)).name
+        others.append(OtherInput(name, dtype, shape, axis))
+    return others
 
 
 def _value_types(model: onnx.ModelProto) -> dict[str, str]:
@@ -214,39 +259,52 @@ class OnnxModel(ProbedModel):
     """An ONNX model: onnxruntime captures, :class:`OnnxTorchGraph` differentiates."""
 
     def __init__(self, model: onnx.ModelProto, *, sha256: str, input_spec: InputSpec,
-                 device: str) -> None:
+                 device: str, inputs: InputArrays | None = NO_INPUTS) -> None:
         model = inline_constant_ifs(model)
         self._model = model
-        self._input_name, _, _, self._fixed_batch = _input_signature(model)
+        self._input_name, _, _, self._fixed_batch = _input_signature(model, input_spec.name)
+        others = _other_inputs(model, self._input_name)
+        if inputs is None:
+            inputs = placeholder_inputs(others, input_spec.shape)
+        shared = bind_inputs(others, self._input_name, inputs)
         self._providers = _providers(device)
         self._sessions: dict[tuple[str, ...], ort.InferenceSession] = {}
         graph = _graph(model, self._input_name)
         samples = self._fixed_batch or _PROBE_SAMPLES
-        probe = np.random.default_rng(0).standard_normal((samples, *input_spec.shape))
+        rng = np.random.default_rng(0)
+        probe = (rng.integers(0, 2, (samples, *input_spec.shape)) if input_spec.discrete
+                 else rng.standard_normal((samples, *input_spec.shape)))
         probe = probe.astype(input_spec.dtype)
-        probed = self._probe(probe, graph.values, input_spec)
+        probe_others = {name: rows for name, rows in probe_rows(inputs, samples).items()
+                        if name in {other.name for other in others}}
+        self.other_inputs, self.shared_inputs = others, shared  # _run reads them
+        probed = self._probe(probe, graph.values, input_spec, probe_others)
         named = _layers(model, graph, [value for value in graph.values if value in probed])
         layers = [LayerInfo(n.name, n.op, probed[n.value].shape[1:]) for n in named]
         self._values = {n.name: n.value for n in named}
         probed = {n.name: probed[n.value] for n in named}
         super().__init__(format="onnx", sha256=sha256, input_spec=input_spec, layers=layers,
-                         device=device)
+                         device=device, other_inputs=others, shared_inputs=shared)
         self._torch_graph: OnnxTorchGraph | None = None
+        if input_spec.discrete:
+            self.gradient_error = discrete_gradient_error(input_spec.name, input_spec.dtype)
+            return
         try:  # gradients are optional: never refuse a model that onnxruntime runs
             self._torch_graph = OnnxTorchGraph(model).to(device)
-            self._check_agreement(probe, {name: probed[name] for name in self.layer_names})
+            self._check_agreement(probe, {name: probed[name] for name in self.layer_names},
+                                  probe_others)
         except Exception as exc:
             self._torch_graph = None
             self.gradient_error = f"the torch path of this ONNX model fails: {one_line(exc)}"
 
-    def _probe(self, x: np.ndarray, values: Sequence[str],
-               spec: InputSpec) -> dict[str, np.ndarray]:
+    def _probe(self, x: np.ndarray, values: Sequence[str], spec: InputSpec,
+               others: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run onnxruntime once on ``x``; keep the float ``values`` with a batch axis."""
         if not values:
             raise ModelFormatError("the ONNX model has no layers: no node output depends on "
                                    "the input")
         try:
-            outputs = self._run(x, values)
+            outputs = self._run(x, values, others)
         except Exception as exc:
             if is_allocation_failure(exc):
                 raise MemoryError(f"onnxruntime ran out of memory: {exc}") from exc
@@ -259,7 +317,8 @@ class OnnxModel(ProbedModel):
             if out.dtype.kind == "f" and out.ndim >= 1 and out.shape[0] == len(x)
         }
 
-    def _check_agreement(self, x: np.ndarray, expected: dict[str, np.ndarray]) -> None:
+    def _check_agreement(self, x: np.ndarray, expected: dict[str, np.ndarray],
+                         others: Mapping[str, np.ndarray]) -> None:
         """Compare the torch path with onnxruntime on every layer; gradients stop where
         they differ. Fills ``layer_gradient_errors`` (and ``gradient_error`` when no layer
         is left with gradients).
@@ -283,7 +342,8 @@ class OnnxModel(ProbedModel):
         """
         graph = self._torch_graph
         assert graph is not None
-        feeds = {self._input_name: torch.from_numpy(x).to(self.device)}
+        feeds = {name: torch.as_tensor(value, device=self.device)
+                 for name, value in self._feeds(x, others).items()}
         reference = {self._values[name]: torch.from_numpy(value).to(self.device)
                      for name, value in expected.items()}
         with torch.no_grad():
@@ -323,39 +383,64 @@ class OnnxModel(ProbedModel):
         """A session with the model's own outputs only (for comparisons and benchmarks)."""
         return self._session(tuple(out.name for out in self._model.graph.output))
 
-    def capture(self, x: np.ndarray, layers: Sequence[str]) -> dict[str, np.ndarray]:
-        by_value = self._run(x, [self._values[name] for name in layers])
+    def capture(self, x: np.ndarray, layers: Sequence[str],
+                others: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        by_value = self._run(x, [self._values[name] for name in layers], others)
         return {name: by_value[self._values[name]] for name in layers}
 
-    def _run(self, x: np.ndarray, wanted: Sequence[str]) -> dict[str, np.ndarray]:
+    def _feeds(self, x: _Batch, others: Mapping[str, np.ndarray] | None
+               ) -> dict[str, _Batch | np.ndarray]:
+        """The analysed input ``x`` (n, ...) with every other input for its n samples, each
+        in the model's layout (:meth:`OtherInput.layout`)."""
+        rows = self.other_rows(len(x), others)
+        feeds: dict[str, _Batch | np.ndarray] = {self._input_name: x}
+        for spec in self.other_inputs:
+            feeds[spec.name] = np.asarray(spec.layout(rows[spec.name]))
+        return feeds
+
+    def _run(self, x: np.ndarray, wanted: Sequence[str],
+             others: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
         """onnxruntime's values ``wanted`` for the batch ``x``, by value name."""
         values = tuple(dict.fromkeys(wanted))
         session = self._session(values)
-        chunks = [session.run(list(values), {self._input_name: chunk})
-                  for chunk in self._chunks(x, np.concatenate)]
+        rows = self.other_rows(len(x), others)
+        chunks = [session.run(list(values), self._feeds(chunk, {k: v[index]
+                                                               for k, v in rows.items()}))
+                  for chunk, index in self._chunks(x, np.concatenate)]
         outputs = [self._join([_as_float32(p) for p in parts], np.concatenate, len(x))
                    for parts in zip(*chunks, strict=True)]
         return dict(zip(values, outputs, strict=True))
 
-    def _capture_torch(self, x: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:
+    def _capture_torch(self, x: torch.Tensor, layers: Sequence[str],
+                       others: Mapping[str, np.ndarray] | None = None
+                       ) -> dict[str, torch.Tensor]:
         assert self._torch_graph is not None
         wanted = [self._values[n] for n in layers]
-        chunks = [self._torch_graph({self._input_name: chunk}, wanted)
-                  for chunk in self._chunks(x, torch.cat)]
+        rows = self.other_rows(len(x), others)
+        chunks = []
+        for chunk, index in self._chunks(x, torch.cat):
+            feeds = self._feeds(chunk, {k: v[index] for k, v in rows.items()})
+            chunks.append(self._torch_graph(
+                {k: v if isinstance(v, torch.Tensor) else torch.as_tensor(v, device=x.device)
+                 for k, v in feeds.items()}, wanted))
         outputs = [self._join(parts, torch.cat, len(x)) for parts in zip(*chunks, strict=True)]
         return dict(zip(layers, outputs, strict=True))
 
     def _chunks(self, x: _Batch, concatenate: Callable[[list[_Batch]], _Batch]
-                ) -> list[_Batch]:
+                ) -> list[tuple[_Batch, np.ndarray]]:
         """``x`` (n, ...) as one batch, or, for a fixed batch size b, as chunks of b rows,
-        the last padded by repeating its final row (callers trim outputs to n)."""
+        the last padded by repeating its final row (callers trim outputs to n); each with
+        the row indices it holds (to take the other inputs' rows alike)."""
         size = self._fixed_batch
         if size is None or len(x) == size:
-            return [x]
-        chunks: list[_Batch] = [x[i:i + size] for i in range(0, len(x), size)]
-        last: list[_Batch] = [chunks[-1]]
-        last.extend([chunks[-1][-1:]] * (size - len(chunks[-1])))
-        chunks[-1] = concatenate(last)
+            return [(x, np.arange(len(x)))]
+        chunks: list[tuple[_Batch, np.ndarray]] = []
+        for start in range(0, len(x), size):
+            index = np.minimum(np.arange(start, start + size), len(x) - 1)
+            chunk = x[start:start + size]
+            if len(chunk) < size:
+                chunk = concatenate([chunk, *[chunk[-1:]] * (size - len(chunk))])
+            chunks.append((chunk, index))
         return chunks
 
     def _join(self, parts: Sequence[_Batch], concatenate: Callable[[list[_Batch]], _Batch],

@@ -68,7 +68,13 @@ class DatasetSection(_Strict):
 
 
 class ReductionEntry(_Strict):
-    method: Literal["spatial_mean", "random_projection"]
+    """How a layer's stored features were reduced: ``spatial_mean`` (a feature map over its
+    spatial axes), ``random_projection``, or ``sequence_mean`` / ``sequence_first`` /
+    ``sequence_last`` (a token model's sequence layer ``(L, D)`` pooled over its positions,
+    the job option ``sequence_pooling``)."""
+
+    method: Literal["spatial_mean", "random_projection", "sequence_mean", "sequence_first",
+                    "sequence_last"]
     from_shape: list[int]
     to: int
     seed: int | None = None

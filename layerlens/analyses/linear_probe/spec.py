@@ -28,7 +28,8 @@ class ProbeLayer(Strict):
     iterations: int = Field(ge=0)
     converged: bool
     n_features: int = Field(ge=1)
-    reduction: Literal["spatial_mean", "random_projection"] | None = None
+    reduction: Literal["spatial_mean", "random_projection", "sequence_mean", "sequence_first",
+                       "sequence_last"] | None = None
 
 
 class LinearProbeSection(Strict):
