@@ -63,9 +63,11 @@ def dataset_objectives(ctx: AnalysisContext, layers: Sequence[LayerActivations],
     for captured in layers:
         info, reduction = captured.info, captured.reduction
         n = len(captured.values)
-        if reduction is None:
-            values = torch.from_numpy(captured.values.reshape((n, *info.shape)))
-            scores[info.name] = objective_values(values, objective).numpy().astype(np.float64)
+        if reduction is None:  # rows copied in batches: values may be a read-only memory map
+            scores[info.name] = np.concatenate([
+                objective_values(torch.from_numpy(np.array(
+                    captured.values[i:i + _BATCH]).reshape((-1, *info.shape))), objective)
+                .numpy().astype(np.float64) for i in range(0, n, _BATCH)])
         elif reduction.method == "spatial_mean" and objective == "channel":
             scores[info.name] = captured.values.astype(np.float64)
         else:
