@@ -12,6 +12,7 @@ class and coordinates.
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 import re
@@ -253,7 +254,7 @@ def test_embedded_points_are_each_samples(wide):
     assert data["labels"] == labels[rows].tolist()
     assert data["classes"] == section["class_names"]
     for position in ("0", str(N_LAYERS - 1)):
-        xy = np.asarray(data["layers"][position]).reshape(-1, 2)
+        xy = np.frombuffer(base64.b64decode(data["layers"][position]), np.uint8).reshape(-1, 2)
         coordinates = np.load(out / section["layers"][int(position)]["coordinates"])
         low, high = coordinates.min(axis=0), coordinates.max(axis=0)
         expected = (coordinates[rows] - low) / (high - low) * SCALE

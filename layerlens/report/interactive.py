@@ -1,9 +1,10 @@
 """Hover data of the projection pictures: the 2-D points embedded in the page itself.
 
 Each projected layer's coordinates (the ``.npy`` artifact) are scaled to a
-``0..SCALE`` box (per axis, min to max; y grows upward as in the PNG) and rounded
-to integers; the page's inline script draws them as SVG circles and names a
-point's sample index and class on hover. No network access: nothing is fetched.
+``0..SCALE`` box (per axis, min to max; y grows upward as in the PNG), rounded to
+integers and embedded as base64 bytes (x0, y0, x1, y1, ...: 2.7 characters a point);
+the page's inline script draws them as SVG circles and names a point's sample index
+and class on hover. No network access: nothing is fetched.
 At most :data:`MAX_POINTS_PER_LAYER` points per layer and :data:`MAX_POINTS_TOTAL`
 over all layers (the same rows in every layer, a seeded random choice), so
 the page stays within :data:`layerlens.report.html.MAX_HTML_BYTES`.
@@ -11,6 +12,7 @@ the page stays within :data:`layerlens.report.html.MAX_HTML_BYTES`.
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 from typing import Any
@@ -22,10 +24,11 @@ from layerlens.analyses.projection.figures import class_colors
 
 #: Points drawn per layer at most.
 MAX_POINTS_PER_LAYER = 1000
-#: Points drawn over all layers at most (400 layers: 250 points each, ~0.8 MB of HTML).
+#: Points drawn over all layers at most (400 layers: 250 points each, ~0.27 MB of HTML).
 MAX_POINTS_TOTAL = 100_000
-#: The drawing box: coordinates become integers 0..SCALE.
-SCALE = 1000
+#: The drawing box: coordinates become integers 0..SCALE (one byte each; a small multiple
+#: is about 200 px wide).
+SCALE = 255
 
 
 def _load(root: Path, name: str | None) -> np.ndarray | None:
@@ -39,7 +42,7 @@ def projection_points(section: dict[str, Any], root: Path) -> dict[str, Any] | N
 
     ``{"samples": [sample index per drawn point], "labels": [class index per point],
     "classes": [class names], "colors": ["#rrggbb" per class, as in the PNG],
-    "layers": {layer position: [x0, y0, x1, y1, ...]}}``, or
+    "layers": {layer position: base64 of the bytes x0, y0, x1, y1, ...}}``, or
     None when the section lacks its labels or any coordinates (older reports).
     """
     labels = _load(root, section.get("labels"))
@@ -54,12 +57,13 @@ def projection_points(section: dict[str, Any], root: Path) -> dict[str, Any] | N
     rows = np.sort(np.random.default_rng(0).permutation(n)[:per_layer])
     indices = _load(root, section.get("sample_indices"))
     samples = rows if indices is None else indices[rows]
-    layers: dict[str, list[int]] = {}
+    layers: dict[str, str] = {}
     for position, row in drawn:
         coordinates = _load(root, row["coordinates"])
         if coordinates is None or coordinates.shape != (n, 2):
             return None
-        layers[str(position)] = scaled(coordinates)[rows].reshape(-1).tolist()
+        points = scaled(coordinates)[rows].astype(np.uint8).reshape(-1)
+        layers[str(position)] = base64.b64encode(points.tobytes()).decode("ascii")
     return {"samples": samples.tolist(), "labels": labels[rows].tolist(),
             "classes": [str(name) for name in classes],
             "colors": [to_hex(color) for color in class_colors(len(classes))],
