@@ -73,6 +73,8 @@ class ModelOut(BaseModel):
     size_bytes: int
     input_shape: list[int]
     layers: list[LayerOut]
+    series: str | None = Field(None, description="the training run this is a checkpoint of")
+    step: int | None = Field(None, description="its training step in the series")
     created_at: datetime
 
 
@@ -99,13 +101,25 @@ def _job_create_model() -> type[JobOptions]:
             raise ValueError(found.removeprefix("body."))
         return data
 
+    def one_model(job: Any) -> Any:
+        if (job.model_id is None) == (job.series is None):
+            raise ValueError("give exactly one of model_id (one model) and series (the "
+                             "checkpoints of a training run)")
+        return job
+
     return create_model(
         "JobCreate", __base__=job_options_model(),
         __doc__="A job: a model, a dataset reference and the job options; omitted options "
                 "take their defaults (``analyses``: every kind).",
-        __validators__={"storable_body":  # type: ignore[dict-item]
-                        model_validator(mode="before")(storable_body)},
-        model_id=(Text, Field(description="from POST /v1/models")),
+        __validators__={
+            "storable_body": model_validator(mode="before")(storable_body),  # type: ignore[dict-item]
+            "one_model": model_validator(mode="after")(one_model)},  # type: ignore[dict-item]
+        model_id=(Text | None, Field(default=None, description="from POST /v1/models; or give "
+                                                             "series")),
+        series=(Text | None, Field(default=None, max_length=255,
+                                   description="a checkpoint series (POST /v1/models with "
+                                               "series and step): every checkpoint, in step "
+                                               "order, instead of model_id")),
         dataset=(Text, Field(examples=["builtin:digits"], max_length=MAX_DATASET_REF,
                              description="builtin:<name>, dataset:<id>, file://<path> under "
                                          "LAYERLENS_DATASET_ROOTS or s3://bucket/key.npz in "
@@ -114,7 +128,8 @@ def _job_create_model() -> type[JobOptions]:
 
 if TYPE_CHECKING:
     class JobCreate(JobOptions):
-        model_id: str
+        model_id: str | None
+        series: str | None
         dataset: str
 else:
     JobCreate = _job_create_model()
@@ -138,7 +153,8 @@ class JobOut(BaseModel):
                                                  "analyses that finished), "
                                                  "dataset_unavailable (an s3:// dataset "
                                                  "could not be read)")
-    model_id: str
+    model_id: str = Field(description="the model; of a series job, its last checkpoint")
+    series: str | None = Field(None, description="a series job: the series analysed")
     dataset: str
     attempts: int
     created_at: datetime

@@ -211,6 +211,8 @@ class JobRun:
             request, ref = job.request, job.dataset_ref
             other = (session.get(Model, request["compare_to"]) if request.get("compare_to")
                      else None)
+            checkpoints = [(session.get(Model, entry["model_id"]), int(entry["step"]))
+                           for entry in request.get("checkpoints") or []]
             dataset = (session.get(Dataset, ref.removeprefix("dataset:"))
                        if ref.startswith("dataset:") else None)
         self.kinds = [entry["kind"] for entry in request["analyses"]]
@@ -239,12 +241,26 @@ class JobRun:
             compared.parent.mkdir()
             self.ctx.storage.fetch(other.sha256, compared)
             options["compare_to"] = str(compared)
+        job = {"model": str(model_path), "model_name": model.name, "dataset": source,
+               "out": str(scratch / "out"), "options": options}
+        if checkpoints:
+            job["series"] = self._fetch_series(scratch, checkpoints)
         job_file = scratch / "job.json"
-        job_file.write_text(json.dumps({
-            "model": str(model_path), "model_name": model.name, "dataset": source,
-            "out": str(scratch / "out"),
-            "options": options}))
+        job_file.write_text(json.dumps(job))
         return job_file
+
+    def _fetch_series(self, scratch: Path, checkpoints: list[tuple[Any, int]]
+                      ) -> list[dict[str, Any]]:
+        """Each checkpoint of a series job into ``scratch/series/<step>/``, as the job file's
+        ``series`` entries (named as uploaded)."""
+        entries = []
+        for row, step in checkpoints:
+            folder = scratch / "series" / str(step)
+            folder.mkdir(parents=True)
+            path = folder / f"model{MODEL_SUFFIX.get(row.format or '', '.bin')}"
+            self.ctx.storage.fetch(row.sha256, path)
+            entries.append({"path": str(path), "name": row.name, "step": step})
+        return entries
 
     def _on_progress(self, event: dict[str, Any]) -> None:
         stage, step, total = str(event["stage"]), int(event["step"]), max(1, int(event["total"]))
@@ -257,7 +273,10 @@ class JobRun:
             self.next_beat = 0.0  # write stage changes at once
         stages = ["capture", *self.kinds]
         index = stages.index(stage) if stage in stages else 0
-        self.progress = min(0.99, (index + min(step, total) / total) / len(stages))
+        done = (index + min(step, total) / total) / len(stages)
+        if "checkpoints" in event:  # a series: this checkpoint's share of the whole
+            done = (int(event["checkpoint"]) + done) / max(1, int(event["checkpoints"]))
+        self.progress = min(0.99, done)
 
     def _should_stop(self) -> bool:
         """Write progress at most every :data:`HEARTBEAT_S`; True once a cancel arrived."""

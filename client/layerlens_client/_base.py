@@ -239,13 +239,21 @@ def _shape(value: Sequence[int] | str) -> list[int]:
     return [int(d) for d in value]
 
 
-def job_body(model_id: str, dataset: str, analyses: Sequence[AnalysisSpec] | None,
-             options: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``POST /v1/jobs`` body: the model, the dataset, and every option that is not None."""
+def job_body(model_id: str | None, dataset: str | None,
+             analyses: Sequence[AnalysisSpec] | None, options: Mapping[str, Any], *,
+             series: str | None = None) -> dict[str, Any]:
+    """The ``POST /v1/jobs`` body: the model (or the series), the dataset, and every option
+    that is not None."""
     unknown = set(options) - set(JOB_OPTIONS)
     if unknown:
         raise TypeError(f"unknown job options: {', '.join(sorted(unknown))}")
-    body: dict[str, Any] = {"model_id": model_id, "dataset": dataset}
+    if (model_id is None) == (series is None):
+        raise TypeError("give exactly one of model_id (one model) and series (the "
+                        "checkpoints of a training run)")
+    if dataset is None:
+        raise TypeError("dataset is required (e.g. 'builtin:digits')")
+    body: dict[str, Any] = {"model_id": model_id} if series is None else {"series": series}
+    body["dataset"] = dataset
     if analyses is not None:
         if isinstance(analyses, str):
             analyses = [analyses]
@@ -414,8 +422,13 @@ class BaseClient:
         return response.status_code == 200
 
     def _flow_upload_model(self, path: PathLike, *, input_shape: Sequence[int] | str | None,
-                           name: str | None) -> Flow[Model]:
+                           name: str | None, series: str | None = None,
+                           step: int | None = None) -> Flow[Model]:
         data: dict[str, str] = {}
+        if series is not None:
+            data["series"] = series
+        if step is not None:
+            data["step"] = str(int(step))
         if input_shape is not None:
             data["input_shape"] = (input_shape if isinstance(input_shape, str)
                                    else ",".join(str(int(d)) for d in input_shape))
@@ -436,10 +449,11 @@ class BaseClient:
     def _flow_get_dataset(self, dataset_id: str) -> Flow[DatasetInfo]:
         return self._request(Call("GET", f"/v1/datasets/{_q(dataset_id)}"), _as(DatasetInfo))
 
-    def _flow_create_job(self, model_id: str, dataset: str,
+    def _flow_create_job(self, model_id: str | None, dataset: str | None,
                          analyses: Sequence[AnalysisSpec] | None, *,
-                         idempotency_key: str | None, **options: Any) -> Flow[Job]:
-        body = job_body(model_id, dataset, analyses, options)
+                         idempotency_key: str | None, series: str | None = None,
+                         **options: Any) -> Flow[Job]:
+        body = job_body(model_id, dataset, analyses, options, series=series)
         # One key for every attempt: a retry of a request whose answer was lost replays
         # the job the first attempt created instead of queueing a second one.
         key = idempotency_key or str(uuid.uuid4())

@@ -116,14 +116,18 @@ class Client(BaseClient):
         return self._run(self._flow_health())
 
     def upload_model(self, path: PathLike, *, input_shape: Sequence[int] | None = None,
-                     name: str | None = None) -> Model:
+                     name: str | None = None, series: str | None = None,
+                     step: int | None = None) -> Model:
         """Upload an ONNX or TorchScript file (streamed from disk); the inspected model.
 
         An ONNX file's external data files beside it (``f.onnx.data``, as torch's default
         exporter writes them) go in the same upload. ``input_shape`` is one sample's shape
-        without the batch axis, e.g. ``(1, 8, 8)``; TorchScript files need it.
+        without the batch axis, e.g. ``(1, 8, 8)``; TorchScript files need it. ``series``
+        names the training run the file is a checkpoint of and ``step`` its step (default
+        the last integer in the file's name); ``create_job(series=...)`` analyses them all.
         """
-        return self._run(self._flow_upload_model(path, input_shape=input_shape, name=name))
+        return self._run(self._flow_upload_model(path, input_shape=input_shape, name=name,
+                                                 series=series, step=step))
 
     def upload_dataset(self, path: PathLike, *, name: str | None = None) -> DatasetInfo:
         """Upload a ``.npz`` (arrays ``x`` and ``y``) or ``.csv``; use ``.ref`` in a job."""
@@ -135,8 +139,8 @@ class Client(BaseClient):
     def get_dataset(self, dataset_id: str) -> DatasetInfo:
         return self._run(self._flow_get_dataset(dataset_id))
 
-    def create_job(self, model_id: str, dataset: str,
-                   analyses: Sequence[AnalysisSpec] | None = None, *,
+    def create_job(self, model_id: str | None = None, dataset: str | None = None,
+                   analyses: Sequence[AnalysisSpec] | None = None, *, series: str | None = None,
                    layers: Sequence[str] | str | None = None, max_samples: int | None = None,
                    seed: int | None = None, input_shape: Sequence[int] | str | None = None,
                    input_name: str | None = None,
@@ -147,7 +151,10 @@ class Client(BaseClient):
                    idempotency_key: str | None = None) -> Job:
         """Queue an analysis job; the queued job.
 
-        ``analyses`` is the analysis spec (``[{"kind": "linear_probe"}, ...]``; a bare
+        ``model_id`` names the model, or ``series`` (instead) a checkpoint series uploaded
+        with ``upload_model(series=..., step=...)``: every checkpoint is analysed, and the
+        report's ``dynamics`` follow them over training. ``analyses`` is the analysis spec
+        (``[{"kind": "linear_probe"}, ...]``; a bare
         kind string stands for ``{"kind": kind}``); None runs every kind. The keywords
         are the API's job options (the same as ``layerlens analyze``'s flags): ``layers``
         (names or glob patterns), ``max_samples``, ``seed``, ``input_shape`` (one sample,
@@ -164,7 +171,8 @@ class Client(BaseClient):
         never creates a second job.
         """
         return self._run(self._flow_create_job(
-            model_id, dataset, analyses, layers=layers, max_samples=max_samples, seed=seed,
+            model_id, dataset, analyses, series=series, layers=layers,
+            max_samples=max_samples, seed=seed,
             input_shape=input_shape, input_name=input_name, mean=mean, std=std,
             batch_size=batch_size, memory_budget=memory_budget, max_features=max_features,
             sequence_pooling=sequence_pooling, device=device, compare_to=compare_to,
@@ -316,9 +324,10 @@ class AsyncClient(BaseClient):
         return await self._run(self._flow_health())
 
     async def upload_model(self, path: PathLike, *, input_shape: Sequence[int] | None = None,
-                           name: str | None = None) -> Model:
+                           name: str | None = None, series: str | None = None,
+                           step: int | None = None) -> Model:
         return await self._run(self._flow_upload_model(path, input_shape=input_shape,
-                                                       name=name))
+                                                       name=name, series=series, step=step))
 
     async def upload_dataset(self, path: PathLike, *, name: str | None = None) -> DatasetInfo:
         return await self._run(self._flow_upload_dataset(path, name=name))
@@ -329,8 +338,9 @@ class AsyncClient(BaseClient):
     async def get_dataset(self, dataset_id: str) -> DatasetInfo:
         return await self._run(self._flow_get_dataset(dataset_id))
 
-    async def create_job(self, model_id: str, dataset: str,
+    async def create_job(self, model_id: str | None = None, dataset: str | None = None,
                          analyses: Sequence[AnalysisSpec] | None = None, *,
+                         series: str | None = None,
                          layers: Sequence[str] | str | None = None,
                          max_samples: int | None = None, seed: int | None = None,
                          input_shape: Sequence[int] | str | None = None,
@@ -342,7 +352,8 @@ class AsyncClient(BaseClient):
                          device: str | None = None, compare_to: str | None = None,
                          idempotency_key: str | None = None) -> Job:
         return await self._run(self._flow_create_job(
-            model_id, dataset, analyses, layers=layers, max_samples=max_samples, seed=seed,
+            model_id, dataset, analyses, series=series, layers=layers,
+            max_samples=max_samples, seed=seed,
             input_shape=input_shape, input_name=input_name, mean=mean, std=std,
             batch_size=batch_size, memory_budget=memory_budget, max_features=max_features,
             sequence_pooling=sequence_pooling, device=device, compare_to=compare_to,

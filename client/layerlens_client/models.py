@@ -51,6 +51,8 @@ class Model(_Response):
     size_bytes: int = 0
     input_shape: list[int] = []
     layers: list[Layer]
+    series: str | None = None  # the training run this file is a checkpoint of
+    step: int | None = None  # its training step in the series
     created_at: datetime | None = None
 
 
@@ -97,6 +99,7 @@ class Job(_Response):
     # report of what finished
     reason: str | None = None
     model_id: str | None = None
+    series: str | None = None  # a series job: the series analysed
     dataset: str | None = None
     attempts: int = 0
     created_at: datetime | None = None

@@ -71,6 +71,10 @@ class Model(Base):
     format: Mapped[str | None] = mapped_column(String(16))
     input_shape: Mapped[list[Any] | None]
     layers: Mapped[list[Any] | None]
+    #: the training run this file is a checkpoint of, and its step (``POST /v1/jobs``
+    #: ``{"series": ...}`` analyses every checkpoint of a series in step order)
+    series: Mapped[str | None] = mapped_column(String(255), index=True)
+    step: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -103,6 +107,8 @@ class Job(Base):
     tenant: Mapped[str] = _tenant_column()
     model_id: Mapped[str] = mapped_column(ForeignKey("models.id"), index=True)
     dataset_ref: Mapped[str] = mapped_column(String(1024))
+    #: a series job: the series analysed (``model_id`` is then its last checkpoint)
+    series: Mapped[str | None] = mapped_column(String(255))
     request: Mapped[dict[str, Any]]  # the validated job body
     request_sha256: Mapped[str] = mapped_column(String(64))
     #: ``<tenant>:<Idempotency-Key>``: unique, so one key makes one job per tenant

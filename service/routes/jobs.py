@@ -52,7 +52,7 @@ def job_out(job: Job) -> JobOut:
     return JobOut(id=job.id, status=job.status,  # type: ignore[arg-type]
                   progress=job.progress, stage=job.stage, analyses=analyses,
                   error=job.error, reason=job.reason, model_id=job.model_id,
-                  dataset=job.dataset_ref, attempts=job.attempts,
+                  series=job.series, dataset=job.dataset_ref, attempts=job.attempts,
                   created_at=utc(job.created_at),  # type: ignore[arg-type]
                   started_at=utc(job.started_at), finished_at=utc(job.finished_at))
 
@@ -116,6 +116,7 @@ def _validated(ctx: ServiceContext, body: JobCreate, tenant: str) -> dict[str, A
     if not spec:
         raise Problem(422, "analyses is empty: name at least one analysis, or omit the key "
                            "for every kind")
+    checkpoints = None if body.series is None else _series(ctx, body.series, body, tenant)
     named = {"": body.model_id, "compare_to: ": body.compare_to}  # the models, by field
     with ctx.sessions() as session:
         models = {where: session.get(Model, model_id)
@@ -128,7 +129,35 @@ def _validated(ctx: ServiceContext, body: JobCreate, tenant: str) -> dict[str, A
     _check_dataset(ctx, body.dataset, tenant)
     request = body.model_dump(mode="json")
     request["analyses"] = [entry.model_dump(mode="json") for entry in spec]
+    if checkpoints is not None:
+        request["checkpoints"] = checkpoints
+        request["model_id"] = checkpoints[-1]["model_id"]
     return request
+
+
+def _series(ctx: ServiceContext, name: str, body: JobCreate,
+            tenant: str) -> list[dict[str, Any]]:
+    """The inspected checkpoints of the tenant's series ``name``, in step order:
+    ``[{"model_id", "step"}]``. 404 for an unknown series, 422 for one of a single
+    checkpoint or with ``compare_to``; 409 while a checkpoint is being inspected."""
+    if body.compare_to is not None:
+        raise Problem(422, "compare_to compares two models; a series job compares the "
+                           "checkpoints of its series: leave compare_to out")
+    with ctx.sessions() as session:
+        rows = list(session.scalars(select(Model).where(
+            Model.tenant == tenant, Model.series == name).order_by(Model.step)))
+    if not rows:
+        raise Problem(404, f"no series '{name}' (POST /v1/models with the form fields series "
+                           "and step first)")
+    waiting = [row for row in rows if row.status != "ready"]
+    if waiting:
+        raise Problem(409, f"series '{name}': checkpoint '{waiting[0].id}' (step "
+                           f"{waiting[0].step}) is {waiting[0].status}")
+    if len(rows) < 2:
+        raise Problem(422, f"series '{name}' has one checkpoint (step {rows[0].step}); a "
+                           "series job needs at least 2 (POST /v1/models with series and "
+                           "step)")
+    return [{"model_id": row.id, "step": row.step} for row in rows]
 
 
 _LOCATED = {"Location": {"description": "the job: /v1/jobs/{id}", "schema": {"type": "string"}},
@@ -142,7 +171,9 @@ _FINISHED_ERRORS = documented(404, (409, "The job has no report yet (`status_of_
              summary="Queue an analysis job; poll the Location it returns",
              responses={202: {"description": "Queued (or the job an Idempotency-Key already "
                                              "made)", "headers": _LOCATED},
-                        **documented(400, (409, "The model is not inspected yet"))})
+                        **documented(400, (404, "No such series"),
+                                   (409, "The model (or a checkpoint of the series) is not "
+                                         "inspected yet"))})
 def create_job(body: JobCreate, ctx: Ctx, tenant: Tenant,
                idempotency_key: Annotated[str | None, Header(max_length=255)] = None
                ) -> JSONResponse:
@@ -154,7 +185,8 @@ def create_job(body: JobCreate, ctx: Ctx, tenant: Tenant,
         if replay is not None:
             return _accepted(replay)
     request = _validated(ctx, body, tenant)
-    job = Job(tenant=tenant, model_id=body.model_id, dataset_ref=body.dataset, request=request,
+    job = Job(tenant=tenant, model_id=request["model_id"], series=body.series,
+              dataset_ref=body.dataset, request=request,
               request_sha256=digest, idempotency_key=scoped_key,
               analyses={e["kind"]: {"state": "pending"} for e in request["analyses"]})
     try:
@@ -205,8 +237,8 @@ def _job(ctx: ServiceContext, job_id: str, tenant: str) -> Job:
 
 #: The columns a status poll reads: not the request spec nor the report header.
 _STATUS_COLUMNS = [Job.id, Job.status, Job.progress, Job.stage, Job.analyses, Job.error,
-                   Job.reason, Job.model_id, Job.dataset_ref, Job.attempts, Job.created_at,
-                   Job.started_at, Job.finished_at]
+                   Job.reason, Job.model_id, Job.series, Job.dataset_ref, Job.attempts,
+                   Job.created_at, Job.started_at, Job.finished_at]
 
 
 def _status_document(ctx: ServiceContext, job_id: str,

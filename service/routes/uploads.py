@@ -76,6 +76,7 @@ def model_out(model: Model) -> ModelOut:
                     name=model.name, size_bytes=model.size_bytes,
                     input_shape=model.input_shape or [],
                     layers=[LayerOut(**layer) for layer in model.layers or []],
+                    series=model.series, step=model.step,
                     created_at=utc(model.created_at))  # type: ignore[arg-type]
 
 
@@ -86,6 +87,31 @@ def dataset_out(dataset: Dataset) -> DatasetOut:
                       x_shape=dataset.x_shape or [], n_classes=dataset.n_classes or 0,
                       ref=f"dataset:{dataset.id}",
                       created_at=utc(dataset.created_at))  # type: ignore[arg-type]
+
+
+def _series_step(fields: dict[str, str], filename: str) -> tuple[str | None, int | None]:
+    """The form's ``series`` and ``step``: a step needs a series; a series without a step
+    takes the last integer of the file name (``epoch_012.onnx``: 12), as the command line."""
+    from layerlens.series.steps import step_from_name
+
+    series = (fields.get("series") or "").strip() or None
+    text = (fields.get("step") or "").strip()
+    if series is None:
+        if text:
+            raise Problem(422, "step is the training step of a checkpoint in a series: give "
+                               "series too")
+        return None, None
+    if len(series) > NAME_LENGTH:
+        raise Problem(422, f"series must be at most {NAME_LENGTH} characters")
+    if not text:
+        step = step_from_name(filename)
+        if step is None:
+            raise Problem(422, f"cannot tell the training step of '{filename}': its name "
+                               "holds no integer; give the form field step")
+        return series, step
+    if not text.isdigit() or len(text) > 18:
+        raise Problem(422, f"step must be a non-negative whole number, got '{text}'")
+    return series, int(text)
 
 
 def _input_shape(text: str | None) -> list[int] | None:
@@ -173,8 +199,11 @@ async def _inspected(ctx: ServiceContext, table: Any, task: str, row: Any) -> An
     return await _await_inspection(ctx, table, row.id)
 
 
-@router.post("/models", status_code=201, response_model=ModelOut, responses=_UPLOAD_RESPONSES,
-             summary="Upload an ONNX or TorchScript model (multipart: file, name, input_shape)",
+@router.post("/models", status_code=201, response_model=ModelOut,
+             responses={**_UPLOAD_RESPONSES, **documented(
+                 (409, "The series has a checkpoint at this step already"))},
+             summary="Upload an ONNX or TorchScript model (multipart: file, name, input_shape, "
+                     "series, step)",
              openapi_extra=_form(
                  "an ONNX or TorchScript file. An ONNX model with external data: one "
                  f"'file' part per file (the .onnx and its data files, at most "
@@ -182,15 +211,31 @@ async def _inspected(ctx: ServiceContext, table: Any, task: str, row: Any) -> An
                  ".zip or .tar of the export folder", input_shape={
                  "type": "string", "examples": ["1,28,28"],
                  "description": "one sample's shape, comma-separated, no batch axis; needed "
-                                "when the file does not say"}))
+                                "when the file does not say"}, series={
+                 "type": "string", "examples": ["run-7"],
+                 "description": "the training run this file is a checkpoint of (POST "
+                                "/v1/jobs with series analyses every checkpoint)"}, step={
+                 "type": "integer", "minimum": 0,
+                 "description": "its training step; default the last integer in the "
+                                "file's name"}))
 async def upload_model(request: Request, ctx: Ctx, tenant: Tenant) -> JSONResponse:
     blob, form = await _store_upload(ctx, request, max_files=MAX_MODEL_FILES)
     shape = _input_shape(form.fields.get("input_shape"))
     filenames = [part.filename for part in form.files]
     filename = next((f for f in filenames if f.lower().endswith(".onnx")), filenames[0])
     name = (form.fields.get("name") or filename or "model")[:NAME_LENGTH]
+    series, step = _series_step(form.fields, name)
 
     def create(session: Any) -> Model:
+        if series is not None:  # the same file again (a retried upload) is the same checkpoint
+            taken = session.scalars(select(Model).where(
+                Model.tenant == tenant, Model.series == series, Model.step == step,
+                Model.status != "invalid")).first()
+            if taken is not None and taken.sha256 == blob.sha256:
+                return taken
+            if taken is not None:
+                raise Problem(409, f"series '{series}' has another checkpoint at step {step} "
+                                   f"already ('{taken.id}')")
         known = session.scalars(select(Model).where(
             Model.tenant == tenant, Model.sha256 == blob.sha256, Model.status == "ready")).first()
         reuse = known is not None and (shape is None or known.input_shape == shape)
@@ -198,7 +243,7 @@ async def upload_model(request: Request, ctx: Ctx, tenant: Tenant) -> JSONRespon
                       input_shape=known.input_shape if reuse else shape,
                       status="ready" if reuse else "inspecting",
                       format=known.format if reuse else None,
-                      layers=known.layers if reuse else None)
+                      layers=known.layers if reuse else None, series=series, step=step)
         session.add(model)
         session.flush()
         return model
