@@ -87,7 +87,8 @@ def analyze(model_path: str | Path, dataset: str | Dataset, out_dir: str | Path,
     data = resolve_dataset(dataset) if isinstance(dataset, str) else dataset
     model = load_model(model_path, input_shape=options.input_shape,
                        sample_shapes=data.sample_shapes, device=options.device,
-                       mean=options.mean, std=options.std, name=model_name)
+                       mean=options.mean, std=options.std, name=model_name,
+                       input_name=options.input_name, inputs=data.inputs)
     chosen = select_layers(model.layers, options.layers)
     other = None if options.compare_to is None else _reference_model(options, data)
     subset = data.subsample(options.max_samples, seed=options.seed)
@@ -97,13 +98,14 @@ def analyze(model_path: str | Path, dataset: str | Dataset, out_dir: str | Path,
     activations = capture_activations(
         model, subset, layers=chosen, batch_size=options.batch_size,
         memory_budget=options.memory_budget, max_features=options.max_features,
-        seed=options.seed, progress=_for_stage(progress, "capture"), spill_folder=spill)
+        seed=options.seed, progress=_for_stage(progress, "capture"),
+        sequence_pooling=options.sequence_pooling, spill_folder=spill)
     reference = None if other is None else Reference(
         other[0], other[1], capture_activations(
             other[1], subset, layers=other[2], batch_size=options.batch_size,
             memory_budget=options.memory_budget, max_features=options.max_features,
             seed=options.seed, progress=_for_stage(progress, "capture"),
-            spill_folder=spill))
+            sequence_pooling=options.sequence_pooling, spill_folder=spill))
     try:
         out.mkdir(parents=True, exist_ok=True)
         report = report_from_capture(model, data, subset, activations, spec, out,
@@ -157,7 +159,8 @@ def _reference_model(options: JobOptions, data: Dataset
     try:
         other = load_model(path, input_shape=options.input_shape,
                            sample_shapes=data.sample_shapes, device=options.device,
-                           mean=options.mean, std=options.std)
+                           mean=options.mean, std=options.std,
+                           input_name=options.input_name, inputs=data.inputs)
         return path.name, other, select_layers(other.layers, options.layers)
     except InputError as exc:
         raise InputError(f"compare_to: {exc}", options=("compare_to", *exc.options)) from exc

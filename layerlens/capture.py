@@ -13,7 +13,13 @@ from layerlens.data import Dataset
 from layerlens.errors import ShapeMismatchError
 from layerlens.models.base import LayerInfo, ProbedModel
 from layerlens.options import DEFAULT_MAX_FEATURES, DEFAULT_MEMORY_BUDGET
-from layerlens.reduction import Reduction, feature_map_layers, plan_reductions
+from layerlens.reduction import (
+    Reduction,
+    SequencePooling,
+    feature_map_layers,
+    plan_reductions,
+    sequence_layers,
+)
 from layerlens.resolution import constant_at_resolution
 
 #: ``(step, total, metrics) -> stop?`` — called after each batch; True stops early.
@@ -126,13 +132,16 @@ def capture_activations(
     max_features: int = DEFAULT_MAX_FEATURES,
     seed: int = 0,
     progress: ProgressCallback | None = None,
+    sequence_pooling: SequencePooling = "mean",
     spill_folder: str | Path | None = None,
 ) -> Activations:
     """Run the dataset through ``model`` once, keeping every selected layer.
 
     Each batch is ONE forward pass returning all selected layers; layers the
     memory plan names are reduced as they arrive, and per-unit statistics
-    are accumulated on the unreduced values. If ``progress`` returns True the
+    are accumulated on the unreduced values; a token model's sequence layers ``(L, D)``
+    are pooled over positions by ``sequence_pooling``. The dataset's per-sample other
+    inputs are fed with their samples. If ``progress`` returns True the
     capture stops and the samples seen so far are returned with
     ``complete=False``. Stored rows beyond a share of ``memory_budget`` are written to a
     temporary folder in ``spill_folder`` (:mod:`layerlens.activation_store`), deleted by
@@ -142,7 +151,10 @@ def capture_activations(
     chosen = list(model.layers if layers is None else layers)
     plan = plan_reductions(chosen, dataset.n_samples, memory_budget=memory_budget,
                            max_features=max_features, seed=seed,
-                           feature_maps=feature_map_layers(model.layers))
+                           feature_maps=feature_map_layers(model.layers),
+                           sequences=dict.fromkeys(sequence_layers(model.layers,
+                                                                   model.input_spec),
+                                                   sequence_pooling))
     reducers = {name: reduction.make() for name, reduction in plan.items()}
     batch_size = fitting_batch_size(chosen, batch_size, memory_budget)
     names = [layer.name for layer in chosen]
@@ -150,8 +162,8 @@ def capture_activations(
     stats = {name: UnitStats() for name in names}
     total = -(-dataset.n_samples // batch_size)
     seen, complete = 0, True
-    for step, (x, _) in enumerate(dataset.batches(batch_size), start=1):
-        outputs = model.capture(model.input_spec.preprocess(x), names)
+    for step, (x, others) in enumerate(dataset.input_batches(batch_size), start=1):
+        outputs = model.capture(model.input_spec.preprocess(x), names, others)
         for name in names:
             flat = outputs[name].reshape(len(x), -1).astype(np.float32, copy=False)
             stats[name].update(flat)

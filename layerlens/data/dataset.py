@@ -130,7 +130,8 @@ class Dataset:
 def _other_inputs(ref: str, arrays: dict[str, np.ndarray], n: int) -> InputArrays:
     """Numeric arrays for the model's other inputs: per sample when the first axis has ``n``
     entries, else shared."""
-    per_sample, shared = {}, {}
+    per_sample: dict[str, np.ndarray] = {}
+    shared: dict[str, np.ndarray] = {}
     for name, array in arrays.items():
         array = np.asarray(array)
         if array.dtype.kind not in "fiub":

@@ -311,7 +311,7 @@ class ExportedModel(ProbedModel):
                      else x}
             for spec in self.other_inputs:
                 value = spec.layout(rows[spec.name][index])
-                chunk[spec.name] = torch.as_tensor(value, device=x.device)
+                chunk[spec.name] = torch.from_numpy(np.array(value)).to(x.device)
             return chunk
 
         chunks = self._chunks(len(x))

@@ -16,13 +16,13 @@ from layerlens.models.onnx_files import MAX_MODEL_BYTES, read_onnx
 from layerlens.models.onnx_model import OnnxModel, onnx_input
 from layerlens.models.pt2_archive import load_exported_program
 from layerlens.models.sniff import sniff_format
+from layerlens.models.torchscript_graph import inlined_forward_graph
 from layerlens.models.torchscript_model import (
     TorchScriptModel,
     feeds_embedding,
     forward_arguments,
     load_torchscript_module,
 )
-from layerlens.models.torchscript_graph import inlined_forward_graph
 
 DEVICES = ("auto", "cpu", "cuda")
 

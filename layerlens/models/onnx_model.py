@@ -104,7 +104,8 @@ def _input_signature(model: onnx.ModelProto, input_name: str | None
         raise ModelFormatError("the ONNX model has no inputs")
     value = inputs[choose_input(list(inputs), input_name, "the ONNX model")]
     elem_type = value.type.tensor_type.elem_type
-    dtypes = {**_FLOAT_TYPES, **_INTEGER_TYPES}
+    dtypes: dict[int, str] = {int(k): v for k, v in [*_FLOAT_TYPES.items(),
+                                                     *_INTEGER_TYPES.items()]}
     if elem_type not in dtypes:
         type_name = onnx.TensorProto.DataType.Name(elem_type)
         raise ModelFormatError(
@@ -140,7 +141,7 @@ def _other_inputs(model: onnx.ModelProto, analysed: str) -> list[OtherInput]:
         axis = None
         if batch.dim_param:
             axis = next((i for i, d in enumerate(dims) if d.dim_param == batch.dim_param), None)
-        elif free[0] if dims else False:
+        elif not batch.HasField("dim_value") or batch.dim_value <= 0:
             axis = next((i for i, d in enumerate(dims) if free[i] and not d.dim_param), None)
         elif batch.dim_value > 0:
             axis = next((i for i, d in enumerate(dims) if d.dim_value == batch.dim_value), None)
@@ -342,7 +343,7 @@ class OnnxModel(ProbedModel):
         """
         graph = self._torch_graph
         assert graph is not None
-        feeds = {name: torch.as_tensor(value, device=self.device)
+        feeds = {name: torch.from_numpy(np.array(value)).to(self.device)
                  for name, value in self._feeds(x, others).items()}
         reference = {self._values[name]: torch.from_numpy(value).to(self.device)
                      for name, value in expected.items()}
@@ -421,8 +422,9 @@ class OnnxModel(ProbedModel):
         for chunk, index in self._chunks(x, torch.cat):
             feeds = self._feeds(chunk, {k: v[index] for k, v in rows.items()})
             chunks.append(self._torch_graph(
-                {k: v if isinstance(v, torch.Tensor) else torch.as_tensor(v, device=x.device)
-                 for k, v in feeds.items()}, wanted))
+                {k: v if isinstance(v, torch.Tensor)
+                 else torch.from_numpy(np.array(v)).to(x.device) for k, v in feeds.items()},
+                wanted))
         outputs = [self._join(parts, torch.cat, len(x)) for parts in zip(*chunks, strict=True)]
         return dict(zip(layers, outputs, strict=True))
 
@@ -439,7 +441,7 @@ class OnnxModel(ProbedModel):
             index = np.minimum(np.arange(start, start + size), len(x) - 1)
             chunk = x[start:start + size]
             if len(chunk) < size:
-                chunk = concatenate([chunk, *[chunk[-1:]] * (size - len(chunk))])
+                chunk = concatenate([chunk] + [chunk[-1:]] * (size - len(chunk)))
             chunks.append((chunk, index))
         return chunks
 

@@ -46,7 +46,8 @@ def load_torchscript_module(data: bytes, device: str) -> torch.jit.ScriptModule:
 
 def forward_arguments(module: torch.jit.ScriptModule) -> list[tuple[str, str]]:
     """``(name, type)`` of each argument of ``forward`` but ``self``, e.g. ``("sr", "int")``."""
-    return [(arg.name, str(arg.type)) for arg in module.forward.schema.arguments[1:]]
+    schema = module._c._get_method("forward").schema
+    return [(arg.name, str(arg.type)) for arg in schema.arguments[1:]]
 
 
 #: Operators that pass a tensor's values on unchanged (view, slice, reshape...), between an
@@ -155,7 +156,7 @@ class TorchScriptModel(ProbedModel):
         rows = self.other_rows(len(x), others)
         feeds = {spec.name: spec.layout(rows[spec.name]) for spec in self.other_inputs}
         arguments = [x if name not in feeds else feeds[name] if isinstance(feeds[name], int)
-                     else torch.as_tensor(feeds[name], device=x.device)
+                     else torch.from_numpy(np.array(feeds[name])).to(x.device)
                      for name in self._order]
         outputs = function(self._module._c, *arguments)
         if not isinstance(outputs, tuple):
