@@ -1,4 +1,5 @@
-"""Activation maximisation: all units of a layer in one batch versus one unit at a time.
+"""Activation maximisation: units in one batch versus one at a time; layers together versus
+one layer at a time.
 
 Model: the demo digits CNN (trained for two seconds, seeded), TorchScript,
 CPU. Layer: its hidden ``Linear(512 -> 64)``, all 64 units, the channel
@@ -11,6 +12,17 @@ batch sizes, so a unit on a flat or kinked objective may end a little
 apart). Target: batched / loop throughput >= 10. Each side is timed once
 after a warm-up (the loop takes seconds), on one thread so both get the
 same hardware.
+
+Second table, cost against the number of layers: a deep toy CNN (a 3 -> 8 stem and
+``DEPTH`` conv(8 -> 8, 3x3)-ReLU blocks, random weights, 3x16x16 inputs, TorchScript),
+``LAYER_UNITS`` units of each of 2, 8 and 32 convolutions spread over depth,
+``LAYER_STEPS`` steps. Baseline: the per-layer loop activation maximisation ran
+before (one optimisation, so one truncated forward per step, per layer);
+candidate: every layer's units in one batch (chunked by depth and memory as the
+report does, :mod:`layerlens.analyses.activation_maximization.joint`), one forward
+per step per chunk. Both use the same per-unit seeds; the table also shows the
+largest difference between the two results and the share of units reaching their
+maximum over 64 random images.
 """
 
 from __future__ import annotations
@@ -19,13 +31,21 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 
 from app.demo.model import DIGITS_SHAPE, digits_cnn, export_torchscript, train_classifier
+from layerlens.analyses.activation_maximization.joint import Target, chunk_targets, joint_score
 from layerlens.analyses.activation_maximization.parametrization import data_range
-from layerlens.analyses.activation_maximization.science import Maximization, maximize_activation
+from layerlens.analyses.activation_maximization.plan import spread_over_depth
+from layerlens.analyses.activation_maximization.science import (
+    Maximization,
+    maximize_activation,
+    maximize_objectives,
+    objective_values,
+)
 from layerlens.data import resolve_dataset
 from layerlens.models import load_model
 
@@ -33,9 +53,15 @@ TARGET = 10.0
 STEPS = 128
 UNITS = 64
 THREADS = 1
+DEPTH = 32
+LAYER_COUNTS = (2, 8, 32)
+LAYER_UNITS = 4
+LAYER_STEPS = 32
+TOY_SHAPE = (3, 16, 16)
+T = TypeVar("T")
 
 
-def _timed(func: Callable[[], Maximization]) -> tuple[float, Maximization]:
+def _timed(func: Callable[[], T]) -> tuple[float, T]:
     start = time.perf_counter()
     result = func()
     return time.perf_counter() - start, result
@@ -77,11 +103,70 @@ def run() -> dict[str, tuple[float, float, float]]:
             "batched": (batch_seconds, float(batched.activations.mean()), differs)}
 
 
+def _deep_cnn(folder: Path) -> Path:
+    torch.manual_seed(0)
+    blocks: list[torch.nn.Module] = [torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU()]
+    for _ in range(DEPTH):
+        blocks += [torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.ReLU()]
+    path = folder / "deep.pt"
+    torch.jit.save(torch.jit.script(torch.nn.Sequential(*blocks).eval()), str(path))
+    return path
+
+
+def run_layers() -> dict[int, tuple[float, float, float, float, int]]:
+    """``{n_layers: (loop seconds, joint seconds, max |activation diff|, share reaching the
+    dataset max (joint), chunks)}``."""
+    with tempfile.TemporaryDirectory() as folder:
+        model = load_model(_deep_cnn(Path(folder)), input_shape=TOY_SHAPE, device="cpu")
+    convs = [i for i, layer in enumerate(model.layers) if layer.op == "Conv2d"][1:]
+    depth_cost = np.cumsum([layer.n_features for layer in model.layers], dtype=np.float64)
+    images = np.random.default_rng(0).uniform(0, 1, (64, *TOY_SHAPE)).astype(np.float32)
+    low, high = data_range(images, TOY_SHAPE)
+    with torch.no_grad():
+        data = model.capture_torch(torch.from_numpy(images), model.layer_names)
+    options: dict[str, Any] = dict(input_shape=TOY_SHAPE, low=low, high=high,
+                                   steps=LAYER_STEPS, device="cpu")
+    rows = {}
+    for count in LAYER_COUNTS:
+        chosen = [convs[i] for i in spread_over_depth(len(convs), count)]
+        targets = [Target(model.layer_names[i], u, 100 * i + u) for i in chosen
+                   for u in range(LAYER_UNITS)]
+
+        def loop(chosen: list[int] = chosen) -> np.ndarray:
+            values = []
+            for i in chosen:
+                def forward(x: torch.Tensor, name: str = model.layer_names[i]) -> torch.Tensor:
+                    return model.capture_torch(x, [name])[name]
+
+                result = maximize_activation(
+                    forward, units=list(range(LAYER_UNITS)),
+                    seeds=[100 * i + u for u in range(LAYER_UNITS)], **options)
+                values.append(result.activations)
+            return np.concatenate(values)
+
+        def joint(targets: list[Target] = targets) -> tuple[np.ndarray, int]:
+            chunks = chunk_targets([float(depth_cost[model.layer_names.index(t.layer)])
+                                    for t in targets])
+            values = [maximize_objectives(joint_score(model.capture_torch, batch, "channel"),
+                                          seeds=[t.seed for t in batch], **options).activations
+                      for batch in ([targets[i] for i in chunk] for chunk in chunks)]
+            return np.concatenate(values), len(chunks)
+
+        loop_seconds, looped = _timed(loop)
+        joint_seconds, (joined, chunks) = _timed(joint)
+        best = np.array([float(objective_values(data[t.layer], "channel")[:, t.unit].max())
+                         for t in targets])
+        rows[count] = (loop_seconds, joint_seconds, float(np.abs(joined - looped).max()),
+                       float(np.mean(joined >= best)), chunks)
+    return rows
+
+
 def main() -> None:
     previous = torch.get_num_threads()
     torch.set_num_threads(THREADS)
     try:
         rows = run()
+        layer_rows = run_layers()
     finally:
         torch.set_num_threads(previous)
     print(f"activation maximisation: digits CNN hidden Linear, {UNITS} units, {STEPS} steps, "
@@ -94,6 +179,15 @@ def main() -> None:
     ratio = rows["loop"][0] / rows["batched"][0]
     verdict = "ok" if ratio >= TARGET else "MISSED"
     print(f"batched / loop throughput: {ratio:.1f}x  target >= {TARGET:.0f}x  {verdict}")
+    print()
+    print(f"activation maximisation by number of layers: toy CNN of {DEPTH} conv(8 -> 8) "
+          f"blocks, {TOY_SHAPE[1]}x{TOY_SHAPE[2]}, {LAYER_UNITS} units per layer, "
+          f"{LAYER_STEPS} steps, TorchScript, CPU, {THREADS} thread")
+    print(f"{'layers':>6} {'per-layer loop s':>17} {'joint s':>8} {'chunks':>6} "
+          f"{'loop / joint':>12} {'max |diff|':>10} {'>= data max':>11}")
+    for count, (loop_s, joint_s, differs, reached, chunks) in layer_rows.items():
+        print(f"{count:>6} {loop_s:17.2f} {joint_s:8.2f} {chunks:>6} {loop_s / joint_s:11.1f}x "
+              f"{differs:10.1e} {reached:11.0%}")
 
 
 if __name__ == "__main__":

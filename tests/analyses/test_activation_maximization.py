@@ -16,7 +16,6 @@ from layerlens.analyses.activation_maximization.parametrization import (
     apply_transform,
     data_range,
 )
-from layerlens.analyses.activation_maximization.run import dataset_objectives, run
 from layerlens.analyses.activation_maximization.plan import (
     DEFAULT_STEPS,
     DEFAULT_UNITS,
@@ -24,6 +23,7 @@ from layerlens.analyses.activation_maximization.plan import (
     plan_run,
     spread_over_depth,
 )
+from layerlens.analyses.activation_maximization.run import dataset_objectives, run
 from layerlens.analyses.activation_maximization.science import (
     PROGRESS_EVERY,
     maximize_activation,
