@@ -87,7 +87,7 @@ class OtherInput:
     def sample_shape(self) -> str:
         """One sample's value, as the dataset array holds it (no batch axis)."""
         if self.shape is None:
-            return "its shape without the batch axis"
+            return "(its shape without the batch axis)"
         dims = ["?" if d is None else str(d) for i, d in enumerate(self.shape)
                 if i != self.batch_axis]
         return f"({', '.join(dims)}{',' if len(dims) == 1 else ''})"
