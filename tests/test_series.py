@@ -4,6 +4,7 @@ and the chained t-SNE (the API end to end: tests/e2e/test_series_e2e.py)."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -96,8 +97,8 @@ def test_series_errors_exit_2_with_one_line(capsys, files, tmp_path, args, messa
 def test_checkpoints_without_a_common_layer_are_refused(files, tmp_path) -> None:
     """In-process (the command line's child turns this InputError into exit 2)."""
     options = JobOptions.parse({"analyses": [{"kind": "linear_probe"}], "max_samples": 100})
-    with pytest.raises(InputError, match="the checkpoints have no layer in common: "
-                                         "'epoch_3.onnx' has 11 layers"):
+    with pytest.raises(InputError, match=re.escape("the checkpoints have no layer in common: "
+                                                   "'epoch_3.onnx' has 11 layers")):
         analyze_series(checkpoints([files["a"], files["renamed"]]), "builtin:ib12", tmp_path,
                        options)
 
