@@ -27,6 +27,7 @@ import pytest
 
 from layerlens.analyze import analyze
 from layerlens.options import JobOptions
+from layerlens.report.interactive import SCALE
 from layerlens.spec import parse_spec
 from tests.e2e import browser
 from tests.e2e.launch import embedded, wait_for_job
@@ -192,8 +193,8 @@ def hover_names_the_point(driver: Any, out: Path, report: dict[str, Any]) -> str
     xy = np.load(out / layer["coordinates"])
     unit = (xy[row] - xy.min(axis=0)) / (xy.max(axis=0) - xy.min(axis=0))
     drawn = np.array([float(dot.get_attribute("cx")), float(dot.get_attribute("cy"))])
-    # tolerance 0.5: the page's 0..1000 integer grid; SVG's y grows downward
-    assert np.abs(drawn - [1000 * unit[0], 1000 * (1 - unit[1])]).max() <= 0.5, (drawn, unit)
+    # tolerance 0.5: the page's 0..SCALE integer grid; SVG's y grows downward
+    assert np.abs(drawn - [SCALE * unit[0], SCALE * (1 - unit[1])]).max() <= 0.5, (drawn, unit)
     return str(tip.text)
 
 
