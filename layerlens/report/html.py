@@ -1,4 +1,4 @@
-"""The HTML report page: plain HTML and CSS, images as relative links.
+"""The HTML report page: HTML, CSS and one small inline script; images as relative links.
 
 The page template includes each analysis section as ``analyses/<kind>.html``,
 which resolves to the template its registry entry names.
