@@ -282,6 +282,8 @@ def test_plan_spreads_layers_and_fits_the_budget():
     named = plan_run(costs, widths, layers_named=True, max_layers=16, units=None, steps=300,
                      budget=full / 16)  # what the spec names is never cut
     assert named.layers == list(range(159)) and named.steps == 300 and named.units == 1
+    none = plan_run([], [], layers_named=False, max_layers=16, units=None, steps=None)
+    assert (none.layers, none.work) == ([], 0.0) and none.reason.startswith("no selected layer")
 
 
 def test_a_deep_model_gets_layers_spread_over_depth(small_cnn, tmp_path):

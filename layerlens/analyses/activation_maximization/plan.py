@@ -105,5 +105,7 @@ def plan_run(costs: Sequence[float], widths: Sequence[int], *, layers_named: boo
     if cut:
         notes.append(f"{' and '.join(cut)}: the default's {asked:.3g} activation "
                      f"element-steps exceed the budget of {budget:.3g}")
-    reason = "; ".join(notes) or "every selected layer; units and steps as asked or by default"
+    reason = "; ".join(notes) or ("every selected layer; units and steps as asked or by default"
+                                  if costs else "no selected layer can be optimised (see why "
+                                                "under each)")
     return Plan(chosen, n_units, n_steps, work(n_units, n_steps), reason)
