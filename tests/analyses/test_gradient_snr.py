@@ -13,7 +13,7 @@ from app.demo.model import export_onnx, export_torchscript
 from layerlens.analyses.base import AnalysisContext, ArtifactWriter
 from layerlens.analyses.gradient_snr.figures import snr_over_epochs_figure, transition_step
 from layerlens.analyses.gradient_snr.run import run
-from layerlens.analyses.gradient_snr.science import draw_batches
+from layerlens.analyses.gradient_snr.science import draw_batches, gradient_moments
 from layerlens.analyses.gradient_snr.spec import GradientSnrSpec
 from layerlens.capture import capture_activations
 from layerlens.data import Dataset, resolve_dataset
@@ -124,6 +124,26 @@ def test_training_to_a_minimum_drops_the_snr_of_every_layer(tmp_path):
     assert [row.layer for row in after] == [row.layer for row in before] == ["0", "2"]
     for early, late in zip(before, after, strict=True):
         assert late.snr < early.snr / 10 and late.snr_norms < early.snr_norms
+
+
+def test_a_mini_batch_run_in_chunks_has_the_same_gradient():
+    """Chunks (memory) only split the sum: float64 weights, the ratios agree to rtol 1e-12."""
+    rng = np.random.default_rng(4)
+    weight = torch.from_numpy(rng.normal(size=(N_CLASSES, N_FEATURES)))
+    x = torch.from_numpy(rng.normal(size=(24, N_FEATURES)))
+    y = torch.from_numpy(np.arange(24) % N_CLASSES)
+
+    def forward(batch: torch.Tensor) -> torch.Tensor:
+        return torch.log_softmax(batch @ weight.T, dim=1)
+
+    def ratios(chunk: int) -> tuple:
+        batches = ([(x[i:min(i + chunk, b + 8)], y[i:min(i + chunk, b + 8)])
+                    for i in range(b, b + 8, chunk)] for b in (0, 8, 16))
+        moments, unused = gradient_moments(forward, {"w": [weight]}, batches)
+        assert unused == {} and moments["w"].count == 3
+        return moments["w"].ratios()
+
+    assert ratios(3) == pytest.approx(ratios(8), rel=1e-12)
 
 
 def test_batches_are_seeded_and_never_repeat_a_sample_within_a_batch():

@@ -10,6 +10,7 @@ import torch
 from layerlens.analyses.base import AnalysisContext
 from layerlens.analyses.gradient_snr.figures import snr_by_layer_figure
 from layerlens.analyses.gradient_snr.science import (
+    MiniBatch,
     draw_batches,
     gradient_moments,
     log_probabilities,
@@ -21,8 +22,14 @@ from layerlens.analyses.gradient_snr.spec import (
     GradientSnrSpec,
 )
 from layerlens.analyses.sections import SkippedLayer
+from layerlens.capture import fitting_batch_size
 from layerlens.errors import GradientUnavailableError
 from layerlens.models import ProbedModel, select_layers
+from layerlens.options import DEFAULT_MEMORY_BUDGET
+
+#: A backward pass keeps every layer's activations and their gradients: a chunk of a
+#: mini-batch may take this fraction of what :func:`fitting_batch_size` allows a forward one.
+BACKWARD_SHARE = 1 / 3
 
 
 def _why_not(model: ProbedModel, n_classes: int) -> str | None:
@@ -59,11 +66,14 @@ def run(spec: GradientSnrSpec, ctx: AnalysisContext) -> GradientSnrSection:
 
     rows = draw_batches(dataset.n_samples, batch_size, spec.n_batches, seed=spec.seed)
 
-    def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    chunk = fitting_batch_size(model.layers, batch_size,
+                               int(DEFAULT_MEMORY_BUDGET * BACKWARD_SHARE))
+
+    def batches() -> Iterator[MiniBatch]:
         for index in rows:
-            x = model.input_spec.preprocess(dataset.x[index])
-            yield (torch.from_numpy(x).to(ctx.device),
-                   torch.from_numpy(np.asarray(dataset.y[index], np.int64)).to(ctx.device))
+            x = torch.from_numpy(model.input_spec.preprocess(dataset.x[index])).to(ctx.device)
+            y = torch.from_numpy(np.asarray(dataset.y[index], np.int64)).to(ctx.device)
+            yield [(x[i:i + chunk], y[i:i + chunk]) for i in range(0, len(index), chunk)]
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         return log_probabilities(model.capture_torch(x, [output.name])[output.name], output.op)

@@ -110,8 +110,12 @@ def requiring_grad(tensors: Sequence[torch.Tensor]) -> Iterator[None]:
             t.requires_grad_(flag)
 
 
+#: One mini-batch as chunks ``(x, y)`` run one after the other (to bound memory).
+MiniBatch = Sequence[tuple[torch.Tensor, torch.Tensor]]
+
+
 def gradient_moments(forward: LogProbabilities, weights: Mapping[str, Sequence[torch.Tensor]],
-                     batches: Iterator[tuple[torch.Tensor, torch.Tensor]], *,
+                     batches: Iterator[MiniBatch], *,
                      progress: Callable[[int], bool] | None = None,
                      ) -> tuple[dict[str, Moments], dict[str, str]]:
     """Accumulate each layer's loss gradient over the mini-batches.
@@ -121,7 +125,8 @@ def gradient_moments(forward: LogProbabilities, weights: Mapping[str, Sequence[t
     forward : maps a batch of inputs to log-probabilities (B, n_classes), differentiably
         in the weight tensors.
     weights : layer name -> the tensors of its weights (leaves the forward pass reads).
-    batches : ``(x, y)`` per mini-batch, ``y`` int64 class indices (B,).
+    batches : per mini-batch, its chunks ``(x, y)``, ``y`` int64 class indices; the
+        mini-batch's loss is the mean over all its rows, its gradient the sum of the chunks'.
     progress : called with the number of batches done; True stops.
 
     Returns
@@ -139,18 +144,24 @@ def gradient_moments(forward: LogProbabilities, weights: Mapping[str, Sequence[t
     moments = {name: Moments() for name in names}
     unused: dict[str, str] = {}
     with requiring_grad(flat):
-        for done, (x, y) in enumerate(batches, start=1):
-            loss = torch.nn.functional.nll_loss(forward(x), y)
-            if not loss.requires_grad:
-                raise GradientUnavailableError("the loss does not depend differentiably on "
-                                               "the model's weights")
-            grads = iter(torch.autograd.grad(loss, flat, allow_unused=True))
+        for done, chunks in enumerate(batches, start=1):
+            rows = sum(len(y) for _, y in chunks)
+            total: list[torch.Tensor | None] = [None] * len(flat)
+            for x, y in chunks:
+                loss = torch.nn.functional.nll_loss(forward(x), y, reduction="sum") / rows
+                if not loss.requires_grad:
+                    raise GradientUnavailableError("the loss does not depend differentiably "
+                                                   "on the model's weights")
+                grads = torch.autograd.grad(loss, flat, allow_unused=True)
+                total = [g if t is None else t if g is None else t + g
+                         for t, g in zip(total, grads, strict=True)]
+            parts = iter(total)
             for name in names:
-                parts = [next(grads) for _ in weights[name]]
-                if any(g is None for g in parts):
+                layer = [next(parts) for _ in weights[name]]
+                if any(g is None for g in layer):
                     unused[name] = "the loss does not depend on this layer's weights"
                     continue
-                moments[name].add(torch.cat([g.reshape(-1) for g in parts if g is not None]))
+                moments[name].add(torch.cat([g.reshape(-1) for g in layer if g is not None]))
             if progress is not None and progress(done):
                 break
     return {n: m for n, m in moments.items() if n not in unused}, unused
