@@ -39,10 +39,12 @@ TEST_SAMPLES = 150
 
 
 def load(case: Case) -> ProbedModel:
-    """``load_model`` as ``layerlens analyze`` calls it: the dataset's sample shapes."""
+    """``load_model`` as ``layerlens analyze`` calls it: the dataset's sample shapes, and its
+    arrays for the model's other inputs."""
     assert case.model is not None, case.export_error
     data = resolve_dataset(str(case.dataset))
-    return load_model(case.model, sample_shapes=data.sample_shapes, device="cpu")
+    return load_model(case.model, sample_shapes=data.sample_shapes, device="cpu",
+                      inputs=data.inputs)
 
 
 def _under(name: str, path: str) -> bool:
