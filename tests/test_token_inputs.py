@@ -118,7 +118,7 @@ def test_the_command_line_takes_input_name_and_sequence_pooling(token_model, tok
     assert code == 0, capsys.readouterr().err
     report = json.loads((out / "report.json").read_text())
     assert report["activations"]["layers"][0]["reduction"]["method"] == "sequence_first"
-    for flags, needle in ((["--input-name", "tokens"], "'tokens' is not an input of the ONNX model"),
+    for flags, needle in ((["--input-name", "tokens"], "'tokens' is not an input of the ONNX"),
                           (["--sequence-pooling", "middle"], "--sequence-pooling")):
         code = main(["analyze", str(token_model), "--dataset", token_data, "--out",
                      str(tmp_path / "bad"), "--analyses", "linear_probe", *flags])
