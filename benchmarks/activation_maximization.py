@@ -190,5 +190,56 @@ def main() -> None:
               f"{differs:10.1e} {reached:11.0%}")
 
 
+def resnet50(samples: int = 500, device: str = "cpu") -> None:
+    """By hand, not in the suite (minutes): ``python -m benchmarks.activation_maximization
+    resnet50 [SAMPLES] [DEVICE]``. ResNet-50 (transformers ``ResNetConfig()``, random weights,
+    224x224, TorchScript) on random images: capture, then the default activation
+    maximisation, timed, with its plan and the units reaching their dataset maximum."""
+    from transformers import ResNetConfig, ResNetForImageClassification
+
+    from layerlens.analyses.activation_maximization.run import run as run_section
+    from layerlens.analyses.activation_maximization.spec import ActivationMaximizationSpec
+    from layerlens.analyses.base import AnalysisContext, ArtifactWriter
+    from layerlens.capture import capture_activations
+    from layerlens.data import Dataset
+
+    class Logits(torch.nn.Module):
+        def __init__(self, net: torch.nn.Module) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.net(x)[0]
+
+    torch.manual_seed(0)
+    net = ResNetForImageClassification(ResNetConfig(return_dict=False)).eval()
+    shape = (3, 224, 224)
+    x = np.random.default_rng(0).uniform(0, 1, (samples, *shape)).astype(np.float32)
+    data = Dataset.from_arrays("bench:random", x, np.arange(samples) % 10)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "resnet50.pt"
+        torch.jit.save(torch.jit.trace(Logits(net), torch.zeros(1, *shape)), str(path))
+        model = load_model(path, input_shape=shape, device=device)
+        start = time.perf_counter()
+        activations = capture_activations(model, data)
+        captured = time.perf_counter()
+        ctx = AnalysisContext(model, data, activations, ArtifactWriter(Path(folder)),
+                              device=device)
+        section = run_section(ActivationMaximizationSpec(kind="activation_maximization"), ctx)
+        done = time.perf_counter()
+    units = [u for entry in section.layers for u in getattr(entry, "units", [])]
+    reached = sum(u.activation >= u.dataset_max_activation for u in units)
+    print(f"ResNet-50, {samples} samples, {device}, {torch.get_num_threads()} threads: capture "
+          f"{captured - start:.0f} s, activation maximisation {done - captured:.0f} s; "
+          f"{reached}/{len(units)} units reach their dataset maximum")
+    print(section.plan.model_dump_json(indent=1))
+
+
 if __name__ == "__main__":
-    main()
+    import sys
+
+    if sys.argv[1:2] == ["resnet50"]:
+        extra = sys.argv[2:]
+        resnet50(int(extra[0]) if extra else 500, extra[1] if len(extra) > 1 else "cpu")
+    else:
+        main()
