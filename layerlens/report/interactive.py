@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from matplotlib.colors import to_hex
 
-from layerlens.analyses.projection.figures import class_colors
+from layerlens.report.plots import class_colors
 
 #: Points drawn per layer at most.
 MAX_POINTS_PER_LAYER = 1000

@@ -43,6 +43,15 @@ _TITLE_INCHES = 0.5
 _LEFT_INCHES, _RIGHT_INCHES = 1.3, 0.3
 
 
+def class_colors(n_classes: int) -> list[tuple[float, float, float, float]]:
+    """One RGBA colour per class: tab10, tab20, or turbo beyond 20 classes."""
+    if n_classes <= 20:
+        cmap = plt.get_cmap("tab10" if n_classes <= 10 else "tab20")
+        return [cmap(index) for index in range(n_classes)]
+    cmap = plt.get_cmap("turbo")
+    return [cmap(index / max(n_classes - 1, 1)) for index in range(n_classes)]
+
+
 def layer_label(name: str, op: str) -> str:
     """A tick label: the name, with the op when the name does not already say it."""
     return name if op.lower() in name.lower() else f"{name} ({op})"

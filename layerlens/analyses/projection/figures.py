@@ -6,19 +6,10 @@ from typing import Any
 
 import numpy as np
 
-from layerlens.report.plots import plt
+from layerlens.report.plots import class_colors, plt
 
 _AXIS_UNITS = {"pca": "activation units", "tsne": "arbitrary units", "umap": "arbitrary units"}
 _AXIS_NAMES = {"pca": "PC", "tsne": "t-SNE", "umap": "UMAP"}
-
-
-def class_colors(n_classes: int) -> list[tuple[float, float, float, float]]:
-    """One RGBA colour per class: tab10, tab20, or turbo beyond 20 classes."""
-    if n_classes <= 20:
-        cmap = plt.get_cmap("tab10" if n_classes <= 10 else "tab20")
-        return [cmap(index) for index in range(n_classes)]
-    cmap = plt.get_cmap("turbo")
-    return [cmap(index / max(n_classes - 1, 1)) for index in range(n_classes)]
 
 
 def scatter_figure(coordinates: np.ndarray, labels: np.ndarray, class_names: tuple[str, ...],
