@@ -29,7 +29,7 @@ MAX_LAYERS = 16
 #: Activation element-steps of the default run. ResNet-50 at 224 x 224 (159 layers, 32 M
 #: activation elements per input up to the last) gets 16 layers, 2 units, 128 steps: 9.0e10
 #: element-steps in 8 batches, measured at about 6 minutes on 2 cores of a Xeon server
-#: (3/4 of the steps in 247 s; torch threads 2, taskset) and 20 s on an H200.
+#: (6 of the 8 batches in 247 s; torch threads 2, taskset) and 20 s on an H200.
 WORK_BUDGET = 1.0e11
 #: The floors of the cuts before units go down to one.
 MIN_UNITS = 2
