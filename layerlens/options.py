@@ -87,8 +87,11 @@ class JobOptions(BaseModel):
     batch_size: Positive = Field(default=256, description="samples per forward pass, at most")
     memory_budget: Bytes = Field(
         default=DEFAULT_MEMORY_BUDGET,
-        description="bound on stored activations in bytes (or a size like \"512MB\"); "
-                    "larger layers are reduced")
+        description="bound on the run's own memory in bytes (or a size like \"512MB\"), on "
+                    "top of a fixed overhead of about 0.5-0.8 GB (Python, torch, onnxruntime, "
+                    "the model): larger layers are reduced, capture batches and probe groups "
+                    "are sized to it, and stored activations past a quarter of it wait on "
+                    "disk beside the report")
     max_features: Positive = Field(
         default=DEFAULT_MAX_FEATURES, description="features a random projection keeps")
     sequence_pooling: Literal["mean", "first", "last"] = Field(
