@@ -7,7 +7,7 @@ import sys
 from layerlens.runtime import keep_freed_memory_for_reuse
 
 ALL = ["capture_overhead", "linear_probe", "mutual_information", "activation_maximization",
-       "projection", "similarity", "full_report", "service_api"]
+       "projection", "similarity", "full_report", "service_api", "memory_bound"]
 
 keep_freed_memory_for_reuse()  # as the command line does
 for name in sys.argv[1:] or ALL:
