@@ -119,7 +119,7 @@ def analyze_series(series: Sequence[Checkpoint], dataset: str | Dataset, out_dir
                                              folder, progress=stage_progress)
                 sections.append(report.analyses)
                 if projector is not None:
-                    if stage_progress is not None:
+                    if stage_progress is not None and not last:  # last: after the kind's own
                         stage_progress("projection", 0, 1, {})
                     projector.add(activations, device=model.device)
             finally:
