@@ -93,7 +93,8 @@ def model_id(settings, sessions, cnn_files) -> str:  # type: ignore[no-untyped-d
 def _job(api, model_id: str, max_samples: int) -> str:
     created = api.post("/v1/jobs", json={
         "model_id": model_id, "dataset": "builtin:digits", "max_samples": max_samples,
-        "device": "cpu", "analyses": [{"kind": "linear_probe"}]})
+        "device": "cpu", "layers": ["8", "10"],  # two of the CNN's layers keep it short
+        "analyses": [{"kind": "linear_probe"}]})
     assert created.status_code == 202, created.text
     return created.json()["id"]
 
@@ -110,6 +111,7 @@ def test_two_jobs_compared_over_http_as_the_command_compares_their_reports(
     document = answer.json()
     rows = _rows(document, "linear_probe")
     assert rows[(None, "n_train")][2] == 160 - 96  # 80% of 200 and of 120 samples
+    assert {layer for layer, _ in rows if layer is not None} == {"8", "10"}
     reports = []
     for name, job_id in (("a", first), ("b", second)):
         reports.append(tmp_path / name / "report.json")
