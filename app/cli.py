@@ -211,9 +211,9 @@ def _run_demo(args: argparse.Namespace) -> int:
     from app.demo.model import DIGITS_SHAPE, train_and_export
     from app.demo.run import run_through_service
 
-    files = train_and_export(args.out, seconds=args.seconds)
+    files, checkpoints = train_and_export(args.out, seconds=args.seconds)
     run_through_service(files, args.out, input_shape=",".join(map(str, DIGITS_SHAPE)),
-                        keep_serving=args.keep_serving)
+                        keep_serving=args.keep_serving, checkpoints=checkpoints)
     return EXIT_OK
 
 

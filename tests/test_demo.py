@@ -35,4 +35,13 @@ def test_demo_goes_through_the_service_and_prints_where_the_reports_are(tmp_path
         assert set(report["analyses"]) == set(kinds())  # every registered kind
         assert (folder / "report.html").is_file()
         assert (folder / report["activations"]["image"]).is_file()
+    assert re.search(r"series: dynamics report http://127\.0\.0\.1:\d+/v1/jobs/\w+/report\.html",
+                     result.stdout), result.stdout
+    series = json.loads((tmp_path / "report-series" / "report.json").read_text())
+    dynamics = series["dynamics"]
+    assert dynamics["steps"][0] == 0 and len(dynamics["steps"]) >= 2  # untrained, then trained
+    assert len(dynamics["layers"]) == 11
+    probe = dynamics["linear_probe"]["test_accuracy"]
+    assert probe[-1][-1] > probe[0][-1]  # the output layer separates the classes after training
+    assert (tmp_path / "report-series" / dynamics["mutual_information"]["image"]).is_file()
     assert "the service is stopped" in result.stdout

@@ -7,6 +7,7 @@ the two exporters, so the demo model is the one the suite checks.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -32,20 +33,29 @@ def digits_cnn() -> nn.Sequential:
 
 
 def train_classifier(model: nn.Module, x: np.ndarray, y: np.ndarray, *, seconds: float = 5.0,
-                     max_epochs: int = 40, seed: int = 0, lr: float = 1e-3) -> nn.Module:
-    """Adam on cross-entropy, full passes over (x, y) until the time or epoch budget ends."""
+                     max_epochs: int = 40, seed: int = 0, lr: float = 1e-3,
+                     after_epoch: Callable[[int, nn.Module, bool], None] | None = None
+                     ) -> nn.Module:
+    """Adam on cross-entropy, full passes over (x, y) until the time or epoch budget ends.
+
+    ``after_epoch(epoch, model, last)`` hears of every finished epoch (1, 2, ...), ``last``
+    True for the final one (to save checkpoints)."""
     torch.manual_seed(seed)
     inputs, targets = torch.from_numpy(x).float(), torch.from_numpy(y).long()
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(seed)
     deadline = time.monotonic() + seconds
     model.train()
-    for _ in range(max_epochs):
+    for epoch in range(1, max_epochs + 1):
         for batch in torch.randperm(len(inputs), generator=generator).split(64):
             optimizer.zero_grad()
             nn.functional.cross_entropy(model(inputs[batch]), targets[batch]).backward()
             optimizer.step()
-        if time.monotonic() > deadline:
+        last = time.monotonic() > deadline or epoch == max_epochs
+        if after_epoch is not None:
+            after_epoch(epoch, model.eval(), last)
+            model.train()
+        if last:
             break
     return model.eval()
 
@@ -70,14 +80,33 @@ def export_torchscript(model: nn.Module, path: Path) -> Path:
     return path
 
 
-def train_and_export(out: Path, *, seconds: float = 5.0) -> dict[str, Path]:
-    """Train the digits CNN for up to ``seconds``; ``{"onnx": path, "torchscript": path}``."""
+#: Epochs after which the demo saves a checkpoint (and after the last one, and before the first).
+CHECKPOINT_EPOCHS = (1, 3)
+
+
+def train_and_export(out: Path, *, seconds: float = 5.0
+                     ) -> tuple[dict[str, Path], list[Path]]:
+    """Train the digits CNN for up to ``seconds``; ``{"onnx": path, "torchscript": path}``
+    of the trained model, and its ONNX checkpoints ``checkpoints/epoch_<n>.onnx`` (untrained,
+    after :data:`CHECKPOINT_EPOCHS` and after the last epoch) for a series."""
     out.mkdir(parents=True, exist_ok=True)
+    folder = out / "checkpoints"
+    folder.mkdir(exist_ok=True)
     digits = resolve_dataset("builtin:digits")
     train, test = digits.split(test_fraction=0.2, seed=0)
     images = digits.x.reshape(-1, *DIGITS_SHAPE)
     print(f"training a small CNN on builtin:digits for up to {seconds:.0f} s ...", flush=True)
-    model = train_classifier(digits_cnn(), images[train], digits.y[train], seconds=seconds)
+    torch.manual_seed(0)
+    model: nn.Module = digits_cnn()
+    checkpoints = [export_onnx(model, folder / "epoch_0.onnx", DIGITS_SHAPE)]
+
+    def save(epoch: int, trained: nn.Module, last: bool) -> None:
+        if epoch in CHECKPOINT_EPOCHS or last:
+            checkpoints.append(export_onnx(trained, folder / f"epoch_{epoch}.onnx",
+                                           DIGITS_SHAPE))
+
+    model = train_classifier(model, images[train], digits.y[train], seconds=seconds,
+                             after_epoch=save)
     print(f"held-out accuracy: {accuracy(model, images[test], digits.y[test]):.3f}")
-    return {"onnx": export_onnx(model, out / "digits_cnn.onnx", DIGITS_SHAPE),
-            "torchscript": export_torchscript(model, out / "digits_cnn.pt")}
+    return ({"onnx": export_onnx(model, out / "digits_cnn.onnx", DIGITS_SHAPE),
+             "torchscript": export_torchscript(model, out / "digits_cnn.pt")}, checkpoints)

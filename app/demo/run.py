@@ -1,9 +1,11 @@
 """The HTTP half of ``layerlens demo``: start the embedded service, go through its API.
 
 Given exported model files, it starts ``layerlens serve`` as a real process,
-uploads each file, queues a job with all four analyses, shows its progress,
+uploads each file, queues a job with every analysis, shows its progress,
 downloads the report and every artifact into a folder, and prints where
-they are. It imports no torch: the model files come from the caller.
+they are; then it uploads the training checkpoints as a series and queues one
+job on the series, whose report follows the layers over training (``dynamics``).
+It imports no torch: the model files come from the caller.
 """
 
 from __future__ import annotations
@@ -22,6 +24,12 @@ import httpx
 READY_TIMEOUT_S = 120.0
 JOB_TIMEOUT_S = 1800.0
 POLL_S = 0.5
+SERIES = "demo-digits-cnn"
+#: The series job: the analyses the dynamics draw, on a subsample (600 samples, t-SNE on 200
+#: points per layer and checkpoint) to keep the demo short.
+SERIES_JOB = {"analyses": [{"kind": "linear_probe"}, {"kind": "mutual_information"},
+                           {"kind": "projection", "max_samples": 200}],
+              "max_samples": 600}
 
 
 def _free_port() -> int:
@@ -67,8 +75,21 @@ def _run_job(http: httpx.Client, label: str, path: Path, input_shape: str) -> di
     model = http.post("/v1/models", files={"file": (path.name, path.read_bytes())},
                       data={"input_shape": input_shape, "name": path.name}).raise_for_status()
     print(f"{label}: {len(model.json()['layers'])} layers", flush=True)
-    created = http.post("/v1/jobs", json={"model_id": model.json()["id"],
-                                          "dataset": "builtin:digits"}).raise_for_status()
+    return _follow(http, label, {"model_id": model.json()["id"], "dataset": "builtin:digits"})
+
+
+def _run_series(http: httpx.Client, checkpoints: list[Path]) -> dict[str, object]:
+    """Upload the checkpoints as one series (steps from their file names), queue a job on it."""
+    for path in checkpoints:
+        http.post("/v1/models", files={"file": (path.name, path.read_bytes())},
+                  data={"series": SERIES}).raise_for_status()
+    return _follow(http, "series", {"series": SERIES, "dataset": "builtin:digits",
+                                    **SERIES_JOB})
+
+
+def _follow(http: httpx.Client, label: str, body: dict[str, object]) -> dict[str, object]:
+    """Queue the job ``body`` and show its progress to the end."""
+    created = http.post("/v1/jobs", json=body).raise_for_status()
     job_id, tty = created.json()["id"], sys.stdout.isatty()
     last: list[str] = []
     deadline = time.monotonic() + JOB_TIMEOUT_S
@@ -94,8 +115,10 @@ def _download(http: httpx.Client, job_id: str, folder: Path) -> None:
 
 
 def run_through_service(models: Mapping[str, Path], out: Path, *, input_shape: str,
-                        keep_serving: bool = False) -> None:
-    """Analyse each ``{label: model file}`` through a freshly started embedded service."""
+                        keep_serving: bool = False, checkpoints: list[Path] | None = None
+                        ) -> None:
+    """Analyse each ``{label: model file}`` through a freshly started embedded service, then
+    the ``checkpoints`` (ONNX files of one training run, step in each name) as a series."""
     data_dir = (out / "service").resolve()
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
@@ -113,6 +136,16 @@ def run_through_service(models: Mapping[str, Path], out: Path, *, input_shape: s
                 _download(http, str(job["id"]), folder)
                 print(f"{label}: report {url}/v1/jobs/{job['id']}/report.html", flush=True)
                 print(f"{label}: files  {folder}", flush=True)
+            if checkpoints:
+                print(f"series: uploading {len(checkpoints)} checkpoints of the training run "
+                      f"({', '.join(path.name for path in checkpoints)}) as series "
+                      f"'{SERIES}' and analysing them together ...", flush=True)
+                job = _run_series(http, checkpoints)
+                folder = (out / "report-series").resolve()
+                _download(http, str(job["id"]), folder)
+                print(f"series: dynamics report {url}/v1/jobs/{job['id']}/report.html"
+                      "#dynamics", flush=True)
+                print(f"series: files  {folder}", flush=True)
         if keep_serving:
             print(f"serving {url} until Ctrl-C ...", flush=True)
             process.wait()
