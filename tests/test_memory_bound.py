@@ -109,3 +109,12 @@ def test_peak_memory_of_a_run_stays_within_budget_plus_overhead(small_cnn, tmp_p
     assert full.bound <= BUDGET + tiny.bound, (
         f"peak {full.bound / MIB:.0f} MiB > budget {BUDGET / MIB:.0f} MiB + overhead "
         f"{tiny.bound / MIB:.0f} MiB")
+
+
+def test_probe_groups_count_the_row_space_bases_they_keep():
+    from layerlens.analyses.linear_probe.science import _groups
+
+    widths, column_cost, budget = [100] * 4, 10, 16_000  # one layer's columns: 4000 bytes
+    assert [len(group) for group in _groups(widths, column_cost, budget, 1.0)] == [4]
+    bases = [5_000] * 4  # a layer and its basis: 9000 bytes, two: 18000 > budget
+    assert [len(group) for group in _groups(widths, column_cost, budget, 1.0, bases)] == [1] * 4
