@@ -6,11 +6,14 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import pytest
 
 from tests.models.test_multi_input import W, _two_inputs
 from tests.service.conftest import api, settings  # noqa: F401  (fixtures)
 from tests.service.test_upload_messages import inspector
 from workers.tasks import JobRun, WorkerContext
+
+pytestmark = pytest.mark.slow  # the inspection and the job run in sandboxed children
 
 
 def test_a_job_feeds_the_uploaded_datasets_other_input(api, settings, tmp_path):  # noqa: F811
