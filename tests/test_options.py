@@ -31,7 +31,7 @@ def test_every_option_is_a_flag_of_analyze_and_a_field_of_post_jobs():
     flags = _analyze_flags()
     assert {flag(name) for name in fields - {"analyses"}} <= flags
     assert {"--analyses", "--spec"} <= flags  # analyses: by kind names or a spec file
-    assert set(JobCreate.model_fields) == fields | {"model_id", "dataset"}
+    assert set(JobCreate.model_fields) == fields | {"model_id", "series", "dataset"}
     for name in fields:  # the same rules and defaults on both sides
         assert JobCreate.model_fields[name].default == JobOptions.model_fields[name].default
 
