@@ -111,7 +111,7 @@ def analyze_series(series: Sequence[Checkpoint], dataset: str | Dataset, out_dir
                 model, subset, layers=chosen, batch_size=options.batch_size,
                 memory_budget=options.memory_budget, max_features=options.max_features,
                 seed=options.seed, progress=_for_stage(stage_progress, "capture"),
-                spill_folder=spill)
+                sequence_pooling=options.sequence_pooling, spill_folder=spill)
             steps_spec = spec if last else [e for e in spec if e.kind in DYNAMICS_KINDS]
             folder = out if last else Path(scratch)
             try:
@@ -138,7 +138,8 @@ def analyze_series(series: Sequence[Checkpoint], dataset: str | Dataset, out_dir
 def _load(checkpoint: Checkpoint, data: Dataset, options: JobOptions) -> Any:
     return load_model(checkpoint.path, input_shape=options.input_shape,
                       sample_shapes=data.sample_shapes, device=options.device,
-                      mean=options.mean, std=options.std, name=checkpoint.name)
+                      mean=options.mean, std=options.std, name=checkpoint.name,
+                      input_name=options.input_name, inputs=data.inputs)
 
 
 def _common_layers(series: Sequence[Checkpoint], data: Dataset,

@@ -162,3 +162,18 @@ def test_an_upload_inspection_without_a_dataset_lists_the_layers(tmp_path):
                        device="cpu", inputs=None)
     assert [(layer.name, layer.shape) for layer in model.layers] == [("mix", (4,)),
                                                                       ("add", (4,))]
+
+
+def test_a_checkpoint_series_feeds_the_other_inputs_too(tmp_path):
+    """Every checkpoint of a series is loaded and captured with the dataset's other arrays,
+    as a single model is (without them each load would be refused for the missing input)."""
+    from layerlens.options import JobOptions
+    from layerlens.series import analyze_series, checkpoints
+
+    paths = [_two_inputs(tmp_path / f"epoch_{step}.onnx") for step in (1, 2)]
+    ref = _dataset(tmp_path / "d.npz",
+                   extra=np.random.default_rng(1).standard_normal((N, 4)).astype(np.float32))
+    options = JobOptions.parse({"analyses": [{"kind": "linear_probe"}]})
+    report = analyze_series(checkpoints(paths), ref, tmp_path / "out", options)
+    assert report.dynamics is not None and report.dynamics.steps == [1, 2]
+    assert report.dynamics.layers == ["add"]  # "scale" depends on extra alone
