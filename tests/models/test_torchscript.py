@@ -152,7 +152,7 @@ class _IteratedLists(nn.Module):
             x = block(x)
         for norm in self.norms:
             x = norm(x)
-        for q, k in zip(self.q, self.k):
+        for q, k in zip(self.q, self.k):  # noqa: B905 (TorchScript has no strict=)
             x = q(x) * k(x)
         return x
 
