@@ -20,6 +20,8 @@ IB12_BITS = 12.0
 #: The output layer's I(T;Y) gains at least this much from the first checkpoint to the last
 #: (bits; measured 0.02 -> 0.87 on 1000 samples, H(Y) = 1 bit).
 OUTPUT_GAIN_BITS = 0.2
+#: A layer's gradient SNR at the last checkpoint is below this share of its peak.
+SNR_FALL = 0.5
 
 
 def test_a_series_job_reports_the_information_plane_over_training(tmp_path) -> None:
@@ -62,7 +64,12 @@ def test_a_series_job_reports_the_information_plane_over_training(tmp_path) -> N
     assert report["analyses"]["linear_probe"]["layers"][-1]["test_accuracy"] == accuracy[-1, -1]
     snr = dynamics["gradient_snr"]
     assert len(snr["layers"]) == 6  # the Linear layers
-    assert np.array(snr["snr"], dtype=float).shape == (5, 6)
+    ratio = np.array(snr["snr"], dtype=float)
+    assert ratio.shape == (5, 6)
+    # drift to diffusion: most layers' SNR peaks early and ends below half of that peak
+    # (measured: every layer peaks at step 20, 1.3-1.8, and ends at 0.34-0.40)
+    fell = (ratio.argmax(axis=0) < len(ratio) - 1) & (ratio[-1] < SNR_FALL * ratio.max(axis=0))
+    assert fell.sum() >= 4, ratio
     assert 'id="dynamics"' in page and image.status_code == 200
     assert image.content.startswith(b"\x89PNG")
 
