@@ -92,12 +92,13 @@ class _RepeatedCalls:
     """The TorchScript-based exporter names the scope of a module's second call ``act_1``
     (``blocks.0_1``): renamed ``act#2`` as the other formats name it, when ``act`` was seen
     before and no weight lives under ``act_1.`` (a module really called ``act_1`` with
-    weights keeps its name; one without weights, beside an ``act`` called earlier, cannot be
-    told apart from a second call)."""
+    weights, its own or its children's, keeps its name; one without any, beside an ``act``
+    called earlier, cannot be told apart from a second call)."""
 
     def __init__(self, model: onnx.ModelProto) -> None:
-        self._weighted = {name.rsplit(".", 1)[0] for name in
-                          (init.name for init in model.graph.initializer) if "." in name}
+        names = [init.name.split(".") for init in model.graph.initializer]
+        self._weighted = {".".join(parts[:depth]) for parts in names
+                          for depth in range(1, len(parts))}  # modules with weights under them
         self._seen: set[str] = set()
         self._renamed: dict[str, str] = {}
 
