@@ -15,9 +15,20 @@ import pytest
 pytestmark = pytest.mark.slow
 
 
-def _children(pid: int) -> list[int]:
+def _analysis_children(pid: int) -> list[int]:
+    """The children of ``pid`` running the analysis (``python -m workers.runner``), not any
+    short-lived helper process that the command may start first."""
     path = Path(f"/proc/{pid}/task/{pid}/children")
-    return [int(child) for child in path.read_text().split()] if path.exists() else []
+    children = [int(child) for child in path.read_text().split()] if path.exists() else []
+    found = []
+    for child in children:
+        try:
+            command_line = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+        except OSError:  # gone already
+            continue
+        if b"workers.runner" in command_line:
+            found.append(child)
+    return found
 
 
 def test_a_crash_of_the_model_runtime_is_one_line_naming_the_model(cnn_files, tmp_path):
@@ -30,7 +41,7 @@ def test_a_crash_of_the_model_runtime_is_one_line_naming_the_model(cnn_files, tm
          "builtin:digits", "--max-samples", "100", "--spec", str(spec), "--out",
          str(tmp_path / "out")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
-    while not (children := _children(command.pid)):
+    while not (children := _analysis_children(command.pid)):
         assert command.poll() is None and time.monotonic() < deadline, command.communicate()
         time.sleep(0.1)
     time.sleep(3)  # let it load the model and start
