@@ -12,29 +12,15 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from sqlalchemy import select
 
-from infra.db.models import AnalysisResult
 from layerlens.comparison import compare_reports
 from service.auth import Tenant
 from service.context import ServiceContext, context
 from service.problems import documented
-from service.routes.jobs import _finished
+from service.routes.jobs import job_report
 
 router = APIRouter(prefix="/v1/jobs", responses=documented(401, 422, 503))
 Ctx = Annotated[ServiceContext, Depends(context)]
-
-
-def _report(ctx: ServiceContext, job_id: str, tenant: str) -> dict[str, Any]:
-    """The job's report JSON, as ``GET /v1/jobs/{id}/report`` serves it; 404 for a job the
-    tenant does not have, 409 for one without a report yet."""
-    job = _finished(ctx, job_id, tenant)
-    with ctx.sessions() as session:
-        results = {r.kind: r.result for r in session.scalars(
-            select(AnalysisResult).where(AnalysisResult.job_id == job_id))}
-    order = [entry["kind"] for entry in job.request["analyses"]]
-    return {**(job.report_header or {}),
-            "analyses": {kind: results[kind] for kind in order if kind in results}}
 
 
 @router.get("/{job_id}/compare/{other_id}",
@@ -44,7 +30,7 @@ def _report(ctx: ServiceContext, job_id: str, tenant: str) -> dict[str, Any]:
                                             "what it is)")))
 async def compare_jobs(job_id: str, other_id: str, ctx: Ctx, tenant: Tenant) -> JSONResponse:
     def build() -> dict[str, Any]:
-        return compare_reports(_report(ctx, job_id, tenant), _report(ctx, other_id, tenant),
+        return compare_reports(job_report(ctx, job_id, tenant), job_report(ctx, other_id, tenant),
                                source_a=f"job {job_id}", source_b=f"job {other_id}")
 
     return JSONResponse(await run_in_threadpool(build))

@@ -303,14 +303,19 @@ def _finished(ctx: ServiceContext, job_id: str, tenant: str) -> Job:
 @router.get("/{job_id}/report", summary="The report JSON (the CLI's report.json)",
             responses=_FINISHED_ERRORS)
 def get_report(job_id: str, ctx: Ctx, tenant: Tenant) -> JSONResponse:
+    return JSONResponse(job_report(ctx, job_id, tenant))
+
+
+def job_report(ctx: ServiceContext, job_id: str, tenant: str) -> dict[str, Any]:
+    """The job's report JSON (the CLI's report.json); 404 for a job the tenant does not
+    have, 409 for one without a report yet."""
     job = _finished(ctx, job_id, tenant)
     with ctx.sessions() as session:
         results = {r.kind: r.result for r in session.scalars(
             select(AnalysisResult).where(AnalysisResult.job_id == job_id))}
     order = [entry["kind"] for entry in job.request["analyses"]]
-    report = dict(job.report_header or {})
-    report["analyses"] = {kind: results[kind] for kind in order if kind in results}
-    return JSONResponse(report)
+    return {**(job.report_header or {}),
+            "analyses": {kind: results[kind] for kind in order if kind in results}}
 
 
 def _artifact(ctx: ServiceContext, job_id: str, name: str, tenant: str) -> Artifact:
